@@ -1,0 +1,156 @@
+"""The fingerprint file: ``NAME.safetensors`` (tensors) + ``NAME.json`` (manifest).
+
+The manifest records the method, its parameters, the source model's sha256 and ``content_sha256``,
+a digest of the tensors in a canonical encoding (name, dtype, shape, little-endian bytes). Loading
+recomputes that digest and refuses a file whose content does not match its manifest. Nothing is
+unpickled: safetensors and JSON only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "conferprint-fingerprint/1"
+REQUIRED = {"inputs": torch.float32, "keys": torch.int64}
+OPTIONAL = {"originals": torch.float32, "original_labels": torch.int64, "train_confer": torch.float32}
+
+
+class FingerprintError(ValueError):
+    """A fingerprint file is missing, malformed, or does not match its manifest."""
+
+
+@dataclass
+class Fingerprint:
+    inputs: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    keys: torch.Tensor  # (N,) int64: the source's labels = the verification key
+    originals: torch.Tensor | None = None  # clean inputs the examples were made from
+    original_labels: torch.Tensor | None = None  # their true labels
+    train_confer: torch.Tensor | None = None  # hard Confer on the training models
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"inputs": self.inputs, "keys": self.keys}
+        for k in OPTIONAL:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
+        return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+
+    def content_sha256(self) -> str:
+        return content_digest(self.tensors())
+
+    def perturbation_linf(self) -> torch.Tensor:
+        if self.originals is None:
+            raise FingerprintError("this fingerprint does not store its original inputs")
+        return (self.inputs - self.originals).abs().flatten(1).amax(1)
+
+
+def content_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{str(t.dtype)}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_fingerprint(fp: Fingerprint, path: str | os.PathLike) -> Path:
+    """Write ``path`` (``.safetensors``, with or without suffix) and its ``.json`` manifest; returns the manifest path."""
+    tpath, mpath = _paths(path)
+    tpath.parent.mkdir(parents=True, exist_ok=True)
+    tensors = fp.tensors()
+    _validate_tensors(tensors, str(tpath))
+    manifest = {**fp.manifest, "format": FORMAT, "size": len(fp), "tensors": tpath.name,
+                "content_sha256": content_digest(tensors)}
+    _atomic(tpath, lambda tmp: save_file(tensors, tmp))
+    _atomic(mpath, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+    fp.manifest = manifest
+    return mpath
+
+
+def _validate_tensors(tensors: dict[str, torch.Tensor], where: str) -> None:
+    for name, dtype in REQUIRED.items():
+        if name not in tensors:
+            raise FingerprintError(f"{where}: tensor {name!r} is missing")
+    for name, t in tensors.items():
+        want = REQUIRED.get(name) or OPTIONAL.get(name)
+        if want is None:
+            raise FingerprintError(f"{where}: unexpected tensor {name!r}")
+        if t.dtype != want:
+            raise FingerprintError(f"{where}: tensor {name!r} has dtype {t.dtype}, expected {want}")
+    x, k = tensors["inputs"], tensors["keys"]
+    if x.ndim != 4 or k.ndim != 1 or len(x) != len(k):
+        raise FingerprintError(f"{where}: inputs {tuple(x.shape)} and keys {tuple(k.shape)} do not match (N, C, H, W) and (N,)")
+    if len(k) == 0:
+        raise FingerprintError(f"{where}: the fingerprint is empty")
+    if not torch.isfinite(x).all() or float(x.min()) < 0 or float(x.max()) > 1:
+        raise FingerprintError(f"{where}: inputs must be finite and inside [0, 1]")
+    if int(k.min()) < 0:
+        raise FingerprintError(f"{where}: negative keys")
+    for name in OPTIONAL:
+        if name in tensors and len(tensors[name]) != len(k):
+            raise FingerprintError(f"{where}: tensor {name!r} has {len(tensors[name])} rows, expected {len(k)}")
+
+
+def load_fingerprint(path: str | os.PathLike) -> Fingerprint:
+    """Load and verify a fingerprint; raises :class:`FingerprintError` on any mismatch."""
+    tpath, mpath = _paths(path)
+    for p in (tpath, mpath):
+        if not p.is_file():
+            raise FingerprintError(f"fingerprint file {p} not found")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FingerprintError(f"{mpath}: manifest is not valid JSON ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise FingerprintError(f"{mpath}: not a {FORMAT} manifest")
+    digest = manifest.get("content_sha256")
+    if not isinstance(digest, str):
+        raise FingerprintError(f"{mpath}: manifest has no content_sha256")
+    try:
+        tensors = load_file(str(tpath))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several exception types on malformed input
+        raise FingerprintError(f"{tpath}: not a readable safetensors file ({e})") from e
+    _validate_tensors(tensors, str(tpath))
+    actual = content_digest(tensors)
+    if actual != digest:
+        raise FingerprintError(
+            f"{tpath}: content does not match its manifest (sha256 {actual[:16]}… ≠ {digest[:16]}…); "
+            "the fingerprint was modified after it was made"
+        )
+    num_classes = manifest.get("num_classes")
+    if isinstance(num_classes, int) and int(tensors["keys"].max()) >= num_classes:
+        raise FingerprintError(f"{tpath}: keys outside 0..{num_classes - 1}")
+    return Fingerprint(
+        inputs=tensors["inputs"], keys=tensors["keys"], originals=tensors.get("originals"),
+        original_labels=tensors.get("original_labels"), train_confer=tensors.get("train_confer"), manifest=manifest,
+    )

@@ -1,0 +1,129 @@
+"""CEM — the Conferrable Ensemble Method (Lukas, Zhang & Kerschbaum, ICLR 2021); method.md, "CEM".
+
+    L(x0, x') =   α · H(onehot(t), E(x'))
+                − β · H(softmax(M(x0)), softmax(M(x')))
+                + γ · H(softmax(M(x')), mean_S softmax(S(x')))
+
+minimised with Adam on the perturbation, projected after every step onto the ε-ball and [0, 1];
+each surrogate and reference is dropped at random at each step (member dropout).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conferprint.fingerprint.artifact import Fingerprint
+from conferprint.fingerprint.ensemble import freeze, keep_mask, project
+from conferprint.fingerprint.generate import generate_fingerprint
+
+_LOG_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class CEM:
+    eps: float = 0.1  # L∞ radius on [0, 1] pixels; C-IGM's tables use 0.15 and show 0.05 works (method.md)
+    alpha: float = 1.0  # weight of the conferrability term
+    beta: float = 0.1  # weight of moving the source off its clean output; 0.1 = best of the paper's sensitivity table
+    gamma: float = 0.1  # weight of surrogate-source agreement; 0.1 = best of the paper's sensitivity table
+    steps: int = 300  # Adam iterations (the paper's sensitivity study)
+    lr: float = 0.01  # Adam learning rate on [0, 1] pixels (lost in extraction; method.md's default)
+    dropout: float = 0.5  # member dropout rate (C-IGM: 0.5 raised held-out conferrability 0.243 -> 0.469)
+    tau: float = 0.9  # keep if hard Confer on the training models ≥ τ (C-IGM: 1.0; re-implementations 0.85-0.95)
+    target: Literal["source", "conferrable"] = "source"  # t = argmax M(x') (method.md), or argmax_{k≠y} E(x')_k
+    size: int = 100  # fingerprint size (the papers' fingerprints have 100 examples)
+    balance: bool = True  # balance the target classes of the kept examples
+    batch_size: int = 256  # candidates optimised together
+    max_candidates: int | None = 2048  # stop after this many candidates even if short of `size`
+
+    def __post_init__(self) -> None:
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.tau <= 1:
+            raise ValueError(f"tau must be in [0, 1], got {self.tau}")
+        if self.target not in ("source", "conferrable"):
+            raise ValueError(f"target must be 'source' or 'conferrable', got {self.target!r}")
+        if self.steps < 1 or self.size < 1 or self.batch_size < 1:
+            raise ValueError("steps, size and batch_size must be ≥ 1")
+
+    def loss(
+        self,
+        src_logits: torch.Tensor,
+        clean_probs: torch.Tensor,
+        surr_probs: Sequence[torch.Tensor],
+        ref_probs: Sequence[torch.Tensor],
+        y: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example CEM loss and the target labels it used."""
+        src_logp = F.log_softmax(src_logits, dim=1)
+        src_p = src_logp.exp()
+        surr_mean = torch.stack([src_p, *surr_probs]).mean(0)
+        E = surr_mean if not ref_probs else surr_mean * (1.0 - torch.stack(list(ref_probs)).mean(0))
+        if self.target == "source":
+            t = src_logits.detach().argmax(1)
+        else:
+            t = E.detach().scatter(1, y[:, None], -1.0).argmax(1)
+        l_alpha = -torch.log(E.gather(1, t[:, None]).squeeze(1) + _LOG_EPS)
+        l_beta = -(clean_probs * src_logp).sum(1)  # H(softmax(M(x0)), softmax(M(x')))
+        loss = self.alpha * l_alpha - self.beta * l_beta
+        if surr_probs and self.gamma:
+            s_mean = torch.stack(list(surr_probs)).mean(0)
+            loss = loss + self.gamma * -(src_p * torch.log(s_mean + _LOG_EPS)).sum(1)
+        return loss, t
+
+    def attack(
+        self,
+        source: nn.Module,
+        surrogates: Sequence[nn.Module],
+        references: Sequence[nn.Module],
+        x0: torch.Tensor,
+        y: torch.Tensor,
+        gen: torch.Generator,
+        bar=None,
+    ) -> torch.Tensor:
+        """Optimise one batch of clean inputs ``x0`` (true labels ``y``); returns the perturbed inputs."""
+        src, surr, refs = freeze([source])[0], freeze(surrogates), freeze(references)
+        with torch.no_grad():
+            clean_probs = F.softmax(src.logits(x0), dim=1)
+        delta = torch.zeros_like(x0, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=self.lr)
+        for _ in range(self.steps):
+            x = x0 + delta
+            ks, kr = keep_mask(len(surr), self.dropout, gen), keep_mask(len(refs), self.dropout, gen)
+            sp = [F.softmax(m.logits(x), 1) for m, k in zip(surr, ks) if k]
+            rp = [F.softmax(m.logits(x), 1) for m, k in zip(refs, kr) if k]
+            loss, _ = self.loss(src.logits(x), clean_probs, sp, rp, y)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            with torch.no_grad():
+                delta.copy_(project(x0 + delta, x0, self.eps) - x0)
+            if bar is not None:
+                bar.update(1)
+        return (x0 + delta).detach()
+
+    def generate(
+        self,
+        source: nn.Module,
+        surrogates: Sequence[nn.Module],
+        references: Sequence[nn.Module],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        seed: int,
+        num_classes: int | None = None,
+        source_sha256: str | None = None,
+        progress: bool = False,
+    ) -> Fingerprint:
+        """A fingerprint of ``self.size`` conferrable examples made from candidates ``(x, y)``."""
+        return generate_fingerprint(
+            "cem", self, lambda x0, yb, gen, bar: self.attack(source, surrogates, references, x0, yb, gen, bar),
+            source=source, surrogates=surrogates, references=references, x=x, y=y, size=self.size, tau=self.tau,
+            balance=self.balance, batch_size=self.batch_size, max_candidates=self.max_candidates, steps=self.steps,
+            seed=seed, num_classes=num_classes, source_sha256=source_sha256, progress=progress,
+        )

@@ -1,0 +1,85 @@
+"""Shared machinery of the ensemble attacks: frozen members, member dropout, projection, selection."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from conferprint.fingerprint.scores import confer, labels_of
+from conferprint.training import predict_labels, uses_channels_last
+
+
+class Member:
+    """A frozen ensemble member: eval mode, no parameter gradients, inputs in its memory layout."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.channels_last = uses_channels_last(model)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+
+def freeze(models: Sequence[nn.Module]) -> list[Member]:
+    return [Member(m) for m in models]
+
+
+def keep_mask(n: int, rate: float, gen: torch.Generator) -> list[bool]:
+    """Member dropout: drop each of ``n`` members with probability ``rate``, keeping at least one."""
+    if n == 0:
+        return []
+    if rate <= 0:
+        return [True] * n
+    keep = (torch.rand(n, generator=gen) >= rate).tolist()
+    if not any(keep):
+        keep[int(torch.randint(0, n, (1,), generator=gen))] = True
+    return keep
+
+
+def project(x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
+    """Clip to the L∞ ball of radius ``eps`` around ``x0`` and to the pixel range [0, 1]."""
+    return torch.min(torch.max(x, x0 - eps), x0 + eps).clamp_(0.0, 1.0)
+
+
+def select_conferrable(
+    source: nn.Module,
+    surrogates: Sequence[nn.Module],
+    references: Sequence[nn.Module],
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    tau: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep examples adversarial for the source whose hard ``Confer`` on the training models ≥ τ.
+
+    Returns ``(keep mask, source labels, confer scores)``.
+    """
+    target = predict_labels(source, x_adv)
+    # with no surrogates the source alone plays {M} ∪ S, for which Transfer is 1 by construction
+    surr = labels_of(surrogates, x_adv) if surrogates else target[None, :]
+    scores = confer(surr, labels_of(references, x_adv), target)
+    keep = (target != y) & (scores >= tau - 1e-9)
+    return keep, target, scores
+
+
+def balanced_pick(targets: torch.Tensor, scores: torch.Tensor, size: int, num_classes: int, balance: bool) -> torch.Tensor:
+    """Indices of at most ``size`` examples; with ``balance`` round-robin over target classes,
+    best ``scores`` first within a class (ties by position, so the pick is deterministic)."""
+    order = sorted(range(len(targets)), key=lambda i: (-float(scores[i]), i))
+    if not balance:
+        return torch.tensor(order[:size], dtype=torch.long)
+    per_class: list[list[int]] = [[] for _ in range(num_classes)]
+    for i in order:
+        per_class[int(targets[i])].append(i)
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < size and any(depth < len(c) for c in per_class):
+        for c in per_class:
+            if depth < len(c) and len(picked) < size:
+                picked.append(c[depth])
+        depth += 1
+    return torch.tensor(picked, dtype=torch.long)

@@ -1,0 +1,111 @@
+"""The generation driver shared by CEM, C-IGM and the single-model baselines.
+
+Candidates are inputs the source classifies correctly, drawn in a seeded order; they are
+optimised a batch at a time until every target class has enough conferrable examples (or the
+candidate budget is spent); the kept examples are balanced over target classes.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from conferprint.fingerprint.artifact import Fingerprint
+from conferprint.fingerprint.ensemble import balanced_pick, select_conferrable
+from conferprint.training import predict_labels
+
+log = logging.getLogger(__name__)
+
+class GenerationError(RuntimeError):
+    """Generation produced no usable example."""
+
+
+# optimise(x0, y, gen, bar) -> x_adv for one batch of candidates
+Optimise = Callable[[torch.Tensor, torch.Tensor, torch.Generator, "tqdm | None"], torch.Tensor]
+
+
+def generate_fingerprint(
+    method_name: str,
+    params: object,
+    optimise: Optimise,
+    *,
+    source: nn.Module,
+    surrogates: Sequence[nn.Module],
+    references: Sequence[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    size: int,
+    tau: float,
+    balance: bool,
+    batch_size: int,
+    max_candidates: int | None,
+    steps: int,
+    seed: int,
+    num_classes: int | None = None,
+    source_sha256: str | None = None,
+    progress: bool = False,
+) -> Fingerprint:
+    if size < 1:
+        raise ValueError(f"fingerprint size must be ≥ 1, got {size}")
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} candidate inputs but {len(y)} labels")
+    if float(x.min()) < 0.0 or float(x.max()) > 1.0:
+        raise ValueError("candidate inputs must lie in [0, 1]")
+    t0 = time.perf_counter()
+    num_classes = num_classes or int(y.max()) + 1
+    gen = torch.Generator().manual_seed(seed)
+    correct = (predict_labels(source, x) == y).nonzero().squeeze(1)
+    order = correct[torch.randperm(len(correct), generator=gen)]
+    budget = len(order) if max_candidates is None else min(len(order), max_candidates)
+    quota = math.ceil(size / num_classes) if balance else size
+    kept_x, kept_x0, kept_y, kept_t, kept_s = [], [], [], [], []
+    used = 0
+    adversarial = 0
+    n_batches = math.ceil(budget / batch_size)
+    bar = tqdm(total=n_batches * steps, desc=f"{method_name} generation", disable=not progress, leave=False, unit="step")
+    for start in range(0, budget, batch_size):
+        idx = order[start: min(start + batch_size, budget)]
+        x0, yb = x[idx], y[idx]
+        x_adv = optimise(x0, yb, gen, bar).detach()
+        keep, target, scores = select_conferrable(source, surrogates, references, x_adv, yb, tau)
+        used += len(idx)
+        adversarial += int((target != yb).sum())
+        kept_x.append(x_adv[keep]); kept_x0.append(x0[keep]); kept_y.append(yb[keep])
+        kept_t.append(target[keep]); kept_s.append(scores[keep])
+        counts = torch.bincount(torch.cat(kept_t), minlength=num_classes)
+        bar.set_postfix(kept=int(counts.sum()))
+        enough = bool((counts >= quota).all()) if balance else int(counts.sum()) >= size
+        if enough:
+            break
+    bar.close()
+    xs, x0s, ys, ts, ss = (torch.cat(v) for v in (kept_x, kept_x0, kept_y, kept_t, kept_s))
+    if len(ts) == 0:
+        raise GenerationError(
+            f"{method_name}: none of {used} candidates became a kept example ({adversarial} fooled the source; "
+            f"τ = {tau}). Raise eps, steps or the learning rate, lower τ, or allow more candidates."
+        )
+    pick = balanced_pick(ts, ss, size, num_classes, balance)
+    if len(pick) < size:
+        log.warning("%s kept only %d of the %d requested examples from %d candidates", method_name, len(pick), size, used)
+    stats = {
+        "candidates_used": used,
+        "adversarial_rate": adversarial / max(1, used),
+        "conferrable_found": int(len(ts)),
+        "mean_train_confer": float(ss[pick].mean()) if len(pick) else 0.0,
+        "seconds": time.perf_counter() - t0,
+        "n_surrogates": len(surrogates),
+        "n_references": len(references),
+    }
+    params_dict = asdict(params) if hasattr(params, "__dataclass_fields__") else dict(params)  # type: ignore[arg-type]
+    return Fingerprint(
+        inputs=xs[pick].contiguous(), keys=ts[pick].contiguous(), originals=x0s[pick].contiguous(),
+        original_labels=ys[pick].contiguous(), train_confer=ss[pick].contiguous(),
+        manifest={"method": method_name, "params": params_dict, "seed": seed, "num_classes": num_classes,
+                  "source_sha256": source_sha256, "stats": stats},
+    )

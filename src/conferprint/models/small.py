@@ -1,0 +1,68 @@
+"""Small networks for 28×28 grayscale inputs (Fashion-MNIST) and 8×8 digits (tests)."""
+from __future__ import annotations
+
+from torch import nn
+
+
+def _conv_block(cin: int, cout: int, bn: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    layers += [nn.ReLU(inplace=True)]
+    return layers
+
+
+def MLP(in_channels: int = 1, num_classes: int = 10, size: int = 28) -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_channels * size * size, 256), nn.ReLU(inplace=True),
+        nn.Linear(256, 128), nn.ReLU(inplace=True),
+        nn.Linear(128, num_classes),
+    )
+
+
+def _cnn(in_channels: int, num_classes: int, c1: int, c2: int, hidden: int) -> nn.Module:
+    return nn.Sequential(
+        *_conv_block(in_channels, c1, True), nn.MaxPool2d(2),  # 14×14
+        *_conv_block(c1, c2, True), nn.MaxPool2d(2),  # 7×7
+        nn.Flatten(),
+        nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+def CNN(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    """Two conv blocks (32, 64) with BatchNorm and a 128-unit head: the Fashion-MNIST source."""
+    return _cnn(in_channels, num_classes, 32, 64, 128)
+
+
+def CNNSmall(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    return _cnn(in_channels, num_classes, 16, 32, 64)
+
+
+def CNNWide(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    return _cnn(in_channels, num_classes, 48, 96, 256)
+
+
+def LeNetBN(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    """LeNet-5 (5×5 convolutions, 6 and 16 maps) with BatchNorm."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2, bias=False), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 5×5
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True),
+        nn.Linear(120, 84), nn.ReLU(inplace=True),
+        nn.Linear(84, num_classes),
+    )
+
+
+def DigitsLinear(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    """Flatten + Linear on 8×8 scikit-learn digits: the smallest real model, for tests."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, num_classes))
+
+
+def DigitsCNN(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 4×4
+        nn.Flatten(), nn.Linear(16 * 16, 64), nn.ReLU(inplace=True), nn.Linear(64, num_classes),
+    )

@@ -1,0 +1,158 @@
+"""One training loop for every model of the study.
+
+Label sources: ground truth (hard labels), or a teacher's outputs computed once on the training
+inputs (as an API thief would query them): soft labels at temperature ``T`` (distillation,
+Hinton et al. 2015), or the teacher's top-1 labels only.
+Randomness (initialisation, shuffling, augmentation, dropout) comes from ``seed`` inside
+:func:`torch.random.fork_rng`, so the caller's global RNG is never touched.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+LabelSource = Literal["ground_truth", "soft", "hard"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 0.05  # peak learning rate of SGD with Nesterov momentum
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.15  # fraction of steps with a linear warm-up; then linear decay to 0 (one-cycle)
+    augment: bool = True  # random shifts of up to `shift` pixels; horizontal flips for 32×32 colour images
+    shift: int = 2
+    temperature: float = 1.0  # distillation temperature for soft labels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def uses_channels_last(model: nn.Module) -> bool:
+    for p in model.parameters():
+        if p.ndim == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
+def _layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if uses_channels_last(model) else x
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(_layout(model, x[i: i + batch_size])) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def predict_labels(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    return predict_logits(model, x, batch_size).argmax(1)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    return float((predict_labels(model, x, batch_size) == y).float().mean())
+
+
+def teacher_labels(teacher: nn.Module, x: torch.Tensor, mode: Literal["soft", "hard"], temperature: float = 1.0) -> torch.Tensor:
+    """The teacher's answers on ``x``: probabilities at ``temperature`` (soft) or top-1 labels (hard)."""
+    logits = predict_logits(teacher, x)
+    if mode == "soft":
+        return F.softmax(logits / temperature, dim=1)
+    if mode == "hard":
+        return logits.argmax(1)
+    raise ValueError(f"teacher label mode must be 'soft' or 'hard', got {mode!r}")
+
+
+def augment_batch(x: torch.Tensor, shift: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random translation by up to ``shift`` pixels (zero padding) and optional h-flip."""
+    b, c, h, w = x.shape
+    if shift > 0:
+        padded = F.pad(x, (shift, shift, shift, shift))
+        dy = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
+        dx = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
+        rows = (torch.arange(h)[None, :] + dy[:, None])[:, :, None]  # (b, h, 1)
+        cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, :]  # (b, 1, w)
+        x = padded.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        mask = torch.rand(b, generator=gen) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    if target.ndim == 1:
+        return F.cross_entropy(logits, target)
+    # soft labels: cross-entropy against the teacher's distribution at the same temperature, scaled by T²
+    return -(target * F.log_softmax(logits / temperature, dim=1)).sum(1).mean() * temperature**2
+
+
+def train_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    progress: bool = False,
+    desc: str = "train",
+) -> list[float]:
+    """Train ``model`` in place on ``(x, labels)``; ``labels`` are class indices or probabilities.
+
+    Returns the mean training loss of each epoch.
+    """
+    if len(x) != len(labels):
+        raise ValueError(f"{len(x)} inputs but {len(labels)} labels")
+    if len(x) == 0:
+        raise ValueError("no training data")
+    n = len(x)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    warm = max(1, int(cfg.warmup * total))
+    flip = x.shape[1] == 3 and x.shape[-1] >= 32
+    channels_last = uses_channels_last(model)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
+    )
+    history: list[float] = []
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # dropout and any other module-level randomness; restored on exit
+        gen = torch.Generator().manual_seed(seed)
+        bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(n, generator=gen)
+            running = 0.0
+            for i in range(0, n, cfg.batch_size):
+                idx = perm[i: i + cfg.batch_size]
+                xb = x[idx]
+                if cfg.augment:
+                    xb = augment_batch(xb, cfg.shift, flip, gen)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                loss = _loss(model(xb), labels[idx], cfg.temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                running += float(loss.detach()) * len(idx)
+                bar.update(1)
+            history.append(running / n)
+            bar.set_postfix(loss=f"{history[-1]:.3f}")
+        bar.close()
+    model.eval()
+    return history

@@ -1,0 +1,56 @@
+"""Pure functions of per-model scores: CAEAcc, ROC AUC, ROC curve, TPR at a fixed FPR, verdicts."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def cae_acc(suspect_labels: torch.Tensor, keys: torch.Tensor) -> float:
+    """``CAEAcc = mean 1[suspect(x) == key]`` over the fingerprint."""
+    if suspect_labels.shape != keys.shape:
+        raise ValueError(f"{tuple(suspect_labels.shape)} answers for {tuple(keys.shape)} keys")
+    return float((suspect_labels == keys).float().mean())
+
+
+def _check(pos: Sequence[float], neg: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    p, n = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
+    if p.size == 0 or n.size == 0:
+        raise ValueError(f"ROC needs at least one positive and one negative score (got {p.size} and {n.size})")
+    return p, n
+
+
+def roc_auc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """P(score of a random positive > score of a random negative), ties counted one half (Mann–Whitney)."""
+    p, n = _check(pos, neg)
+    greater = (p[:, None] > n[None, :]).sum()
+    ties = (p[:, None] == n[None, :]).sum()
+    return float((greater + 0.5 * ties) / (p.size * n.size))
+
+
+def roc_curve(pos: Sequence[float], neg: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) for the rule "positive iff score ≥ threshold", from strict to lax."""
+    p, n = _check(pos, neg)
+    thr = np.unique(np.concatenate([p, n]))[::-1]
+    thr = np.concatenate([[np.inf], thr])
+    tpr = np.array([(p >= t).mean() for t in thr])
+    fpr = np.array([(n >= t).mean() for t in thr])
+    return fpr, tpr, thr
+
+
+def tpr_at_fpr(pos: Sequence[float], neg: Sequence[float], max_fpr: float) -> float:
+    """Best TPR among thresholds whose FPR ≤ ``max_fpr``."""
+    fpr, tpr, _ = roc_curve(pos, neg)
+    ok = fpr <= max_fpr + 1e-12
+    return float(tpr[ok].max())
+
+
+def separation_margin(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """min(positive) − max(negative): > 0 iff one threshold separates the two groups perfectly."""
+    p, n = _check(pos, neg)
+    return float(p.min() - n.max())
+
+
+def verdict(score: float, threshold: float) -> str:
+    return "stolen" if score >= threshold else "independent"

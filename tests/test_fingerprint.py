@@ -1,0 +1,173 @@
+import json
+
+import pytest
+import torch
+
+from conferprint.fingerprint import (
+    CEM, CIGM, PGD, FingerprintError, GenerationError, iterative_gradient_attack, load_fingerprint, save_fingerprint,
+)
+from conferprint.fingerprint.ensemble import balanced_pick, keep_mask
+from conferprint.fingerprint.scores import confer, soft_conferrability, transfer
+from conferprint.verify import model_oracle, random_oracle, verify_oracle
+
+FAST_CEM = CEM(eps=0.15, steps=30, lr=0.03, size=20, batch_size=128, max_candidates=256, tau=0.5, target="conferrable")
+
+
+@pytest.fixture(scope="module")
+def cem_fp(digit_models):
+    m = digit_models
+    return FAST_CEM.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+
+
+def test_scores_on_hand_computed_labels():
+    target = torch.tensor([1, 2, 3])
+    surr = torch.tensor([[1, 2, 0], [1, 0, 0]])
+    refs = torch.tensor([[0, 2, 3], [1, 0, 3], [0, 0, 3]])
+    assert torch.allclose(transfer(surr, target), torch.tensor([1.0, 0.5, 0.0]))
+    assert torch.allclose(transfer(refs, target), torch.tensor([1 / 3, 1 / 3, 1.0]))
+    assert torch.allclose(confer(surr, refs, target), torch.tensor([2 / 3, 1 / 3, 0.0]))
+    p = torch.tensor([[0.2, 0.8]])
+    e = soft_conferrability([p, torch.tensor([[0.6, 0.4]])], [torch.tensor([[0.5, 0.5]])])
+    assert torch.allclose(e, torch.tensor([[0.4 * 0.5, 0.6 * 0.5]]))
+
+
+def test_cem_outputs_stay_in_the_eps_ball_and_pixel_range(cem_fp):
+    assert len(cem_fp) > 0
+    linf = (cem_fp.inputs - cem_fp.originals).abs().flatten(1).amax(1)
+    assert float(linf.max()) <= FAST_CEM.eps + 1e-6
+    assert float(cem_fp.inputs.min()) >= 0.0 and float(cem_fp.inputs.max()) <= 1.0
+    assert float(linf.min()) > 0  # the examples were actually perturbed
+
+
+def test_cem_examples_are_adversarial_and_conferrable_on_training_models(cem_fp, digit_models):
+    src = digit_models["source"]
+    assert (src(cem_fp.inputs).argmax(1) != cem_fp.original_labels).all()
+    assert (cem_fp.train_confer >= FAST_CEM.tau - 1e-6).all()
+    # the manifest's statistics agree with the tensors
+    assert cem_fp.manifest["stats"]["mean_train_confer"] == pytest.approx(float(cem_fp.train_confer.mean()))
+
+
+def test_same_seed_same_fingerprint_byte_for_byte(cem_fp, digit_models):
+    m = digit_models
+    again = FAST_CEM.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    assert torch.equal(again.inputs, cem_fp.inputs) and torch.equal(again.keys, cem_fp.keys)
+    other = FAST_CEM.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=1, num_classes=10)
+    assert not (len(other) == len(cem_fp) and torch.equal(other.inputs, cem_fp.inputs))
+
+
+def test_source_verifies_at_one_and_random_answers_near_chance(cem_fp, digit_models):
+    assert verify_oracle(model_oracle(digit_models["source"]), cem_fp) == 1.0
+    big = CEM(**{**FAST_CEM.__dict__, "size": 200, "max_candidates": 700, "balance": False})
+    m = digit_models
+    fp = big.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    assert len(fp) >= 100
+    scores = [verify_oracle(random_oracle(10, seed=s), fp) for s in range(20)]
+    mean = sum(scores) / len(scores)
+    assert 0.05 < mean < 0.15, mean
+
+
+def test_class_balance_spreads_targets():
+    targets = torch.tensor([0] * 10 + [1] * 3 + [2] * 1)
+    scores = torch.linspace(1, 0, 14)
+    pick = balanced_pick(targets, scores, 6, 3, balance=True)
+    counts = torch.bincount(targets[pick], minlength=3).tolist()
+    assert counts == [3, 2, 1]
+    assert pick[:3].tolist() == [0, 10, 13]  # best of each class first
+    assert balanced_pick(targets, scores, 6, 3, balance=False).tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_member_dropout_keeps_at_least_one_and_drops_at_the_rate():
+    g = torch.Generator().manual_seed(0)
+    masks = [keep_mask(10, 0.3, g) for _ in range(400)]
+    assert all(any(m) for m in masks)
+    kept = sum(sum(m) for m in masks) / (400 * 10)
+    assert 0.65 < kept < 0.75
+    assert keep_mask(3, 0.0, g) == [True] * 3
+    assert all(sum(keep_mask(1, 0.99, g)) == 1 for _ in range(20))
+
+
+def test_cigm_with_one_model_and_no_references_is_targeted_igm(digit_models):
+    """sign(∇ −p_t) = sign(∇ −log p_t): C-IGM on {M} ∪ {M} with R = ∅ takes IGM's steps."""
+    src = digit_models["source"]
+    x0, y = digit_models["x"][:64], digit_models["y"][:64]
+    targets = (y + 1) % 10
+    cigm = CIGM(eps=0.2, step_size=0.02, steps=15, dropout=0.0)
+    ours = cigm.attack(src, [src], [], x0, y, torch.Generator().manual_seed(0), targets=targets)
+    igm = iterative_gradient_attack(src, x0, targets, eps=0.2, step_size=0.02, steps=15, targeted=True)
+    same = (ours - igm).abs() < 1e-6
+    assert float(same.float().mean()) > 0.99
+    assert torch.equal(src(ours).argmax(1), src(igm).argmax(1))
+    assert float((src(igm).argmax(1) == targets).float().mean()) > 0.5  # and the attack works
+
+
+def test_cigm_generates_valid_examples(digit_models):
+    m = digit_models
+    fp = CIGM(eps=0.2, steps=20, step_size=0.02, size=10, tau=0.5, batch_size=128, max_candidates=256).generate(
+        m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    assert 0 < len(fp) <= 10
+    assert float((fp.inputs - fp.originals).abs().max()) <= 0.2 + 1e-6
+    assert (m["source"](fp.inputs).argmax(1) == fp.keys).all()
+
+
+def test_cem_without_beta_gamma_on_one_model_is_a_targeted_attack(digit_models):
+    """α only, ensemble = the source alone, target = a class ≠ y: minimising −log p_t moves the source to t."""
+    src = digit_models["source"]
+    x0, y = digit_models["x"][:64], digit_models["y"][:64]
+    cem = CEM(eps=0.3, alpha=1.0, beta=0.0, gamma=0.0, steps=60, lr=0.03, dropout=0.0, target="conferrable")
+    x = cem.attack(src, [], [], x0, y, torch.Generator().manual_seed(0))
+    pred = src(x).argmax(1)
+    assert float((pred != y).float().mean()) > 0.8
+
+
+def test_pgd_baseline_fools_the_source_inside_the_ball(digit_models):
+    m = digit_models
+    fp = PGD(eps=0.15, steps=20, step_size=0.02, size=30, max_candidates=256).generate(
+        m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    assert len(fp) == 30
+    assert float((fp.inputs - fp.originals).abs().max()) <= 0.15 + 1e-6
+    assert (m["source"](fp.inputs).argmax(1) != fp.original_labels).all()
+
+
+def test_generation_that_keeps_nothing_says_so(digit_models):
+    m = digit_models
+    cem = CEM(eps=0.001, steps=2, size=5, max_candidates=32, batch_size=32)
+    with pytest.raises(GenerationError, match="none of 32 candidates"):
+        cem.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+
+
+@pytest.mark.parametrize("bad", [dict(eps=0.0), dict(dropout=1.0), dict(tau=1.5), dict(target="nope"), dict(steps=0)])
+def test_invalid_cem_parameters_are_refused(bad):
+    with pytest.raises(ValueError):
+        CEM(**bad)
+
+
+def test_fingerprint_file_roundtrip_and_tamper_evidence(cem_fp, tmp_path):
+    mpath = save_fingerprint(cem_fp, tmp_path / "fp")
+    loaded = load_fingerprint(tmp_path / "fp.safetensors")
+    assert torch.equal(loaded.inputs, cem_fp.inputs) and torch.equal(loaded.keys, cem_fp.keys)
+    assert loaded.manifest["content_sha256"] == json.loads(mpath.read_text())["content_sha256"]
+
+    # change one key in the tensors file, keep the manifest: refused
+    from safetensors.torch import save_file
+
+    tensors = cem_fp.tensors()
+    tensors["keys"] = tensors["keys"].clone()
+    tensors["keys"][0] = (tensors["keys"][0] + 1) % 10
+    save_file(tensors, str(tmp_path / "fp.safetensors"))
+    with pytest.raises(FingerprintError, match="does not match its manifest"):
+        load_fingerprint(tmp_path / "fp")
+
+
+@pytest.mark.parametrize("corrupt", ["garbage-tensors", "garbage-manifest", "missing", "wrong-format"])
+def test_malformed_fingerprint_files_give_clear_errors(cem_fp, tmp_path, corrupt):
+    save_fingerprint(cem_fp, tmp_path / "fp")
+    if corrupt == "garbage-tensors":
+        (tmp_path / "fp.safetensors").write_bytes(b"\x00\x01not safetensors")
+    elif corrupt == "garbage-manifest":
+        (tmp_path / "fp.json").write_text("{not json")
+    elif corrupt == "missing":
+        (tmp_path / "fp.json").unlink()
+    else:
+        (tmp_path / "fp.json").write_text(json.dumps({"format": "pickle"}))
+    with pytest.raises(FingerprintError):
+        load_fingerprint(tmp_path / "fp.json")

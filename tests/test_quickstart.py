@@ -1,0 +1,83 @@
+"""The quickstart's tiny preset, end to end on real Fashion-MNIST (skipped where it is absent)."""
+import json
+import shutil
+
+import pytest
+
+from conferprint.cli import main
+from conferprint.experiments.quickstart import TINY, run_quickstart
+
+from conftest import FMNIST_DIR
+
+pytestmark = pytest.mark.skipif(not FMNIST_DIR.is_dir(), reason="Fashion-MNIST (dataset-fashion-mnist) is not installed")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qs")
+    rc = main(["quickstart", "--out", str(out), "--preset", "tiny", "--seed", "0", "--no-progress",
+               "--data-dir", str(FMNIST_DIR)])
+    assert rc == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_tiny_quickstart_writes_everything(tiny_run):
+    out, res = tiny_run
+    for f in ("results.json", "report.md", "roc.png", "fingerprint.png", "fingerprint.safetensors", "fingerprint.json"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    assert isinstance(res["roc_auc"], float) and 0.0 <= res["roc_auc"] <= 1.0
+    assert res["fingerprint"]["size"] == TINY.cem.size
+    assert res["fingerprint"]["max_linf"] <= TINY.cem.eps + 1e-6
+    assert 0.5 < res["source"]["test_acc"] <= 1.0
+    assert res["source"]["cae_acc"] == 1.0
+    roles = [m["role"] for m in res["models"]]
+    assert roles.count("surrogate") == 3 and roles.count("reference") == 3
+    for m in res["models"]:
+        assert {"name", "role", "arch", "test_acc", "cae_acc", "score"} <= set(m)
+        assert m["data"] == "D2"
+    assert all(m["data"] == "D1" for m in res["training_models"])
+    # references include the source's architecture; surrogates at least two other architectures
+    src = res["source"]["arch"]
+    assert any(m["arch"] == src for m in res["models"] if m["role"] == "reference")
+    assert len({m["arch"] for m in res["models"] if m["role"] == "surrogate"} - {src}) >= 2
+    assert {"soft", "hard"} <= {m["labels"] for m in res["models"] if m["role"] == "surrogate"}
+    assert set(res["timings"]) >= {"source", "training_models", "cem", "testing_models", "verify", "total"}
+    assert res["seed"] == 0 and res["config"]["preset"] == "tiny"
+    assert "| CEM |" in (out / "report.md").read_text()
+
+
+def test_rerun_resumes_from_the_zoo_with_identical_results(tiny_run, tmp_path):
+    out, res = tiny_run
+    # simulate a run killed half way: some models and the fingerprint never got written
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out / "zoo", resumed / "zoo")
+    for victim in sorted((resumed / "zoo").glob("test-*.json"))[:3]:
+        victim.unlink()
+    again = run_quickstart(resumed, TINY, seed=0, data_dir=FMNIST_DIR, progress=False)
+    assert again["retrained"]["count"] == 3
+    assert again["fingerprint"]["content_sha256"] == res["fingerprint"]["content_sha256"]
+    assert [m["cae_acc"] for m in again["models"]] == [m["cae_acc"] for m in res["models"]]
+    assert [m["sha256"] for m in again["models"]] == [m["sha256"] for m in res["models"]]
+    assert again["roc_auc"] == res["roc_auc"]
+
+
+def test_verify_cli_on_a_zoo_model(tiny_run, tmp_path, capsys):
+    out, res = tiny_run
+    rc = main(["verify", "--fingerprint", str(out / "fingerprint.json"), "--model", str(out / "zoo" / "source.safetensors"),
+               "--arch", res["source"]["arch"], "--out", str(tmp_path / "v.json")])
+    assert rc == 0
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["cae_acc"] == 1.0 and v["verdict"] == "stolen" and v["queries_used"] == res["fingerprint"]["size"]
+    # the wrong architecture for the weights is a clear error, not a crash
+    rc = main(["verify", "--fingerprint", str(out / "fingerprint.json"), "--model", str(out / "zoo" / "source.safetensors"),
+               "--arch", "mlp"])
+    assert rc == 2 and "do not fit" in capsys.readouterr().err
+
+
+def test_missing_data_is_a_clear_cli_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("conferprint.data.fashion_mnist.SYSTEM_DIRS", [])
+    monkeypatch.setattr("conferprint.data.fashion_mnist.URL", "http://127.0.0.1:9/")  # nothing listens there
+    rc = main(["quickstart", "--out", str(tmp_path / "o"), "--preset", "tiny", "--data-dir", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Fashion-MNIST was not found" in err and str(tmp_path / "nothing") in err

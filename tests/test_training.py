@@ -1,0 +1,61 @@
+import torch
+
+from conferprint.models import build_model
+from conferprint.training import TrainConfig, accuracy, augment_batch, teacher_labels, train_model
+
+
+def test_training_on_real_digits_learns(digits, digit_models):
+    acc = accuracy(digit_models["source"], digits.x_test, digits.y_test)
+    assert acc > 0.9, acc
+
+
+def test_same_seed_same_weights_and_global_rng_untouched(digits):
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    cfg = TrainConfig(epochs=2, batch_size=32, augment=True, shift=1)
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    ms = []
+    for _ in range(2):
+        m = build_model("digits_cnn", in_channels=1, num_classes=10, seed=3)
+        train_model(m, x, y, cfg, seed=11)
+        ms.append(m.state_dict())
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(ms[0][k], ms[1][k]) for k in ms[0])
+    m = build_model("digits_cnn", in_channels=1, num_classes=10, seed=3)
+    train_model(m, x, y, cfg, seed=12)
+    assert not all(torch.equal(ms[0][k], m.state_dict()[k]) for k in ms[0])
+
+
+def test_distillation_from_soft_and_hard_labels_follows_the_teacher(digits, digit_models):
+    src = digit_models["source"]
+    x = digit_models["x"]
+    for mode in ("soft", "hard"):
+        labels = teacher_labels(src, x, mode)
+        assert labels.shape == ((len(x), 10) if mode == "soft" else (len(x),))
+        student = build_model("digits_linear", in_channels=1, num_classes=10, seed=4)
+        train_model(student, x, labels, TrainConfig(epochs=20, batch_size=64, augment=False), seed=4)
+        agree = (student(digits.x_test).argmax(1) == src(digits.x_test).argmax(1)).float().mean()
+        assert agree > 0.85, (mode, float(agree))
+
+
+def test_augmentation_shifts_within_bounds():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(16, 1, 8, 8)
+    x[:, :, 3, 3] = 1.0
+    out = augment_batch(x, 2, False, g)
+    assert out.shape == x.shape
+    pos = out.flatten(1).argmax(1)
+    rows, cols = pos // 8, pos % 8
+    assert ((rows - 3).abs() <= 2).all() and ((cols - 3).abs() <= 2).all()
+    assert len(set(pos.tolist())) > 1  # per-sample shifts differ
+    assert torch.allclose(out.sum((1, 2, 3)), torch.ones(16))
+
+
+def test_mismatched_labels_are_refused(digits):
+    m = build_model("digits_linear", in_channels=1, num_classes=10)
+    try:
+        train_model(m, digits.x_train[:10], digits.y_train[:9], TrainConfig(epochs=1), seed=0)
+    except ValueError as e:
+        assert "10 inputs but 9 labels" in str(e)
+    else:
+        raise AssertionError("expected ValueError")
