@@ -20,7 +20,8 @@ def test_roc_curve_and_tpr_at_fpr():
     assert fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
     assert (abs(fpr[1:] - fpr[:-1]) >= 0).all() and (tpr[1:] >= tpr[:-1]).all()
     assert tpr_at_fpr([0.9, 0.7, 0.4], [0.8, 0.3], 0.0) == pytest.approx(1 / 3)
-    assert tpr_at_fpr([0.9, 0.7, 0.4], [0.8, 0.3], 0.5) == pytest.approx(2 / 3)
+    assert tpr_at_fpr([0.9, 0.7, 0.4], [0.8, 0.3], 0.5) == 1.0  # threshold 0.4: FPR 1/2, every positive
+    assert tpr_at_fpr([0.9, 0.7, 0.4], [0.8, 0.3], 0.49) == pytest.approx(1 / 3)
     assert separation_margin([0.9, 0.7], [0.3, 0.5]) == pytest.approx(0.2)
     assert separation_margin([0.9, 0.4], [0.3, 0.5]) < 0
 

@@ -33,9 +33,8 @@ def plot_roc(path: Path, models: list[dict], methods: dict[str, str]) -> None:
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for key, label in methods.items():
-        get = (lambda r: r["cae_acc"]) if key == "cem" else (lambda r, k=key: r["baseline_cae_acc"][k])
-        pos = [get(r) for r in models if r["role"] == "surrogate"]
-        neg = [get(r) for r in models if r["role"] == "reference"]
+        pos = [r["scores"][key] for r in models if r["role"] == "surrogate"]
+        neg = [r["scores"][key] for r in models if r["role"] == "reference"]
         if not pos or not neg:
             continue
         fpr, tpr, _ = roc_curve(pos, neg)

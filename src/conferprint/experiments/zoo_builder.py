@@ -26,6 +26,7 @@ class Group:
     labels: Literal["soft", "hard", "ground_truth"]
     count: int
     epochs: int
+    tag: str = ""  # distinguishes two groups of the same kind in model names
 
     def __post_init__(self) -> None:
         arch_info(self.arch)
@@ -101,7 +102,7 @@ class ZooBuilder:
     def group(self, prefix: str, g: Group, split: str, x, y, teacher: Trained) -> list[Trained]:
         out = []
         for i in range(g.count):
-            name = f"{prefix}-{g.role}-{g.arch}-{g.labels}-{i}"
+            name = f"{prefix}-{g.role}-{g.arch}-{g.labels}-{g.tag}{i}"
             out.append(self.build(name, g.arch, g.role, split, x, y, g.labels, g.epochs,
                                   teacher if g.role == "surrogate" else None))
         return out

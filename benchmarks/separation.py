@@ -1,0 +1,267 @@
+"""Separation study: which settings make held-out surrogates and references score apart?
+
+One command, seeded, resumable (models in a zoo, fingerprints cached on disk):
+
+    python benchmarks/separation.py --dataset fashion-mnist --seeds 0 1 2
+
+For each seed it trains (or reloads) the quickstart's source, a pool of training models on D1
+and the quickstart's testing models on D2 (never seen by generation); then, for every setting of
+the sweep, it generates a fingerprint, queries every testing model for top-1 labels, and records
+ROC AUC (surrogates positive), the margin min(surrogate) - max(reference), TPR at FPR 0, per
+architecture, mean held-out conferrability, and the same for calibrated scores that use only the
+suspect's labels (see `calibrated_scores`). Seeds other than the first run only the settings named
+in --confirm (the candidates for the defaults). Writes
+benchmarks/results/separation-<dataset>.json, docs/results/separation-<dataset>.md and a plot of
+held-out conferrability per ε (the paper's Figure 3a).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conferprint.experiments.quickstart import (
+    DEFAULT, QuickstartConfig, _make_fingerprint, per_arch, prepare_study, score_models, summarize, versions,
+)
+from conferprint.experiments.zoo_builder import Group
+from conferprint.fingerprint import CEM, PGD
+from conferprint.fingerprint.scores import confer, labels_of
+from conferprint.verify import roc_auc, separation_margin, tpr_at_fpr
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("separation")
+
+# The training pool: the quickstart's 2 + 2 per family, plus extra references (above all of the
+# source's architecture) and surrogates for the "more, cheaper models" lever.
+EXTRA_TRAINING = (
+    Group("cnn_small", "reference", "ground_truth", 6, 5, tag="pool"), Group("lenet_bn", "reference", "ground_truth", 2, 5, tag="pool"),
+    Group("mlp", "reference", "ground_truth", 2, 8, tag="pool"), Group("cnn_small", "surrogate", "soft", 2, 5, tag="pool"),
+    Group("cnn_small", "surrogate", "hard", 2, 5, tag="pool"),
+)
+
+
+def study_config(dataset: str) -> QuickstartConfig:
+    if dataset == "fashion-mnist":
+        # the quickstart's groups first (same names -> same models), then the extra pool
+        return replace(DEFAULT, training=DEFAULT.training + EXTRA_TRAINING)
+    raise SystemExit(f"dataset {dataset!r}: only fashion-mnist is wired up on this CPU so far")
+
+
+def ensemble(study, name: str) -> tuple[list, list]:
+    """Pick training surrogates and references for an ensemble setting by name."""
+    surr, refs = study.training_role("surrogate"), study.training_role("reference")
+    base_names = {f"train-{g.role}-{g.arch}-{g.labels}-{g.tag}{i}" for g in DEFAULT.training for i in range(g.count)}
+    if name == "quickstart":  # 2 + 2 per family (cnn_small, lenet_bn, mlp)
+        return [m for m in surr if m.name in base_names], [m for m in refs if m.name in base_names]
+    if name == "pool":  # everything: 10 surrogates, 16 references
+        return surr, refs
+    if name == "pool-refs":  # the quickstart's surrogates, every reference
+        return [m for m in surr if m.name in base_names], refs
+    if name == "source-arch":  # only the source's architecture
+        a = study.source.arch
+        return [m for m in surr if m.arch == a], [m for m in refs if m.arch == a]
+    raise ValueError(name)
+
+
+def held_out_confer(fp, testing) -> float:
+    """Mean Confer of the fingerprint over the held-out testing models (the paper's Figure 3a measure)."""
+    s = [m.model for m in testing if m.meta["role"] == "surrogate"]
+    r = [m.model for m in testing if m.meta["role"] == "reference"]
+    return float(confer(labels_of(s, fp.inputs), labels_of(r, fp.inputs), fp.keys).mean())
+
+
+def calibrated_scores(rows: list[dict], key: str, control: str) -> dict[str, float]:
+    """Label-only scores that control for architecture affinity with a second query set.
+
+    ``diff``: CAEAcc(fingerprint) - CAEAcc(control), where the control is a plain PGD fingerprint of
+    the source (examples that transfer to references as well); no parameter is fitted.
+    """
+    return {r["name"]: r["scores"][key] - r["scores"][control] for r in rows}
+
+
+def stats(pos: list[float], neg: list[float]) -> dict[str, float]:
+    return {"roc_auc": roc_auc(pos, neg), "margin": separation_margin(pos, neg), "tpr_at_fpr_0": tpr_at_fpr(pos, neg, 0.0),
+            "min_surrogate": min(pos), "max_reference": max(neg), "mean_surrogate": sum(pos) / len(pos),
+            "mean_reference": sum(neg) / len(neg)}
+
+
+def settings(first_seed: bool, confirm: list[str]) -> list[tuple[str, str, Any]]:
+    """(name, ensemble, method). The quickstart default is `cem-conferrable`."""
+    q = DEFAULT.cem
+    all_settings = [
+        ("pgd", "none", PGD(size=100, max_candidates=768)),
+        ("cem-paper-weights-source-target", "quickstart", replace(q, alpha=1, beta=1, gamma=1, target="source")),
+        ("cem-best-weights-source-target", "quickstart", replace(q, target="source")),
+        ("cem-conferrable", "quickstart", q),
+        ("cem-conferrable-paper-weights", "quickstart", replace(q, beta=1, gamma=1)),
+        ("cem-pool", "pool", q),
+        ("cem-pool-refs", "pool-refs", q),
+        ("cem-source-arch", "source-arch", q),
+        ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
+        ("cem-pool-steps200", "pool", replace(q, steps=200)),
+        ("cem-pool-lr0.005", "pool", replace(q, lr=0.005)),
+        ("cem-pool-tau1", "pool", replace(q, tau=1.0)),
+        ("cem-pool-unbalanced", "pool", replace(q, balance=False)),
+        ("cem-pool-size50", "pool", replace(q, size=50)),
+        ("cem-pool-eps0.05", "pool", replace(q, eps=0.05)),
+        ("cem-pool-eps0.15", "pool", replace(q, eps=0.15)),
+        ("pgd-eps0.05", "none", PGD(eps=0.05, size=100, max_candidates=768)),
+        ("pgd-eps0.15", "none", PGD(eps=0.15, size=100, max_candidates=768)),
+    ]
+    if first_seed:
+        return all_settings
+    return [s for s in all_settings if s[0] in confirm or s[0] == "pgd"]
+
+
+def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm: list[str], progress: bool) -> dict:
+    cfg = study_config(dataset)
+    t0 = time.perf_counter()
+    study = prepare_study(cfg, out / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
+    log.info("seed %d: models ready in %.0f s", seed, time.perf_counter() - t0)
+    fps, meta = {}, {}
+    for name, ens, method in settings(first, confirm):
+        surr, refs = ([], []) if ens == "none" else ensemble(study, ens)
+        t = time.perf_counter()
+        try:
+            fp, new = _make_fingerprint(method, f"fp-seed{seed}-{name}", out, study.source, surr, refs, study.x1, study.y1,
+                                        seed, study.data.num_classes, progress)
+        except RuntimeError as e:  # GenerationError: nothing kept; recorded, not fatal for the sweep
+            meta[name] = {"error": str(e)}
+            continue
+        fps[name] = fp
+        meta[name] = {"ensemble": ens, "n_surrogates": len(surr), "n_references": len(refs), "method": fp.manifest["method"],
+                      "params": asdict(method), "size": len(fp), "stats": fp.manifest.get("stats"),
+                      "seconds_this_run": time.perf_counter() - t, "generated_now": new,
+                      "held_out_confer": held_out_confer(fp, study.testing)}
+        log.info("seed %d %-36s size %3d  held-out confer %.3f", seed, name, len(fp), meta[name]["held_out_confer"])
+    rows = score_models(study.testing, fps, "testing", DEFAULT.threshold)
+    results = {}
+    for name in fps:
+        res = {**meta[name], **summarize(rows, name), "per_arch": per_arch(rows, name)}
+        if name != "pgd" and "pgd" in fps:
+            cal = calibrated_scores(rows, name, "pgd")
+            pos = [cal[r["name"]] for r in rows if r["role"] == "surrogate"]
+            neg = [cal[r["name"]] for r in rows if r["role"] == "reference"]
+            res["calibrated_diff_pgd"] = stats(pos, neg)
+        results[name] = res
+    for name in meta:
+        results.setdefault(name, meta[name])
+    return {"seed": seed, "models": [{k: r[k] for k in ("name", "role", "arch", "labels", "test_acc", "scores")} for r in rows],
+            "training_models": [{"name": m.name, "arch": m.arch, "role": m.meta["role"], "test_acc": m.meta["test_acc"]}
+                                for m in study.training],
+            "source": {"arch": study.source.arch, "test_acc": study.source.meta["test_acc"]},
+            "settings": results, "timings": study.timings}
+
+
+def write_markdown(dataset: str, payload: dict, path: Path) -> None:
+    lines = [f"# Separation study — {dataset}", "",
+             f"Command: `{payload['command']}`", "",
+             "Scores are CAEAcc of held-out testing models (8 surrogates: soft and hard labels, 4 architectures; "
+             "8 references: ground truth, the source's architecture included). AUC: surrogates positive. "
+             "margin = lowest surrogate − highest reference (> 0: one threshold separates all). "
+             "`diff` = CAEAcc(fingerprint) − CAEAcc(plain PGD fingerprint), a label-only calibrated score.", ""]
+    for run in payload["runs"]:
+        lines += [f"## Seed {run['seed']} (source {run['source']['arch']}, test acc {run['source']['test_acc']:.4f})", "",
+                  "| setting | ensemble (S+R) | size | held-out Confer | AUC | margin | TPR@FPR0 | mean S | mean R | AUC diff | margin diff |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, r in run["settings"].items():
+            if "error" in r:
+                lines.append(f"| {name} | – | 0 | – | – | – | – | – | – | – | – |")
+                continue
+            cal = r.get("calibrated_diff_pgd", {})
+            f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+            lines.append(f"| {name} | {r['ensemble']} ({r['n_surrogates']}+{r['n_references']}) | {r['size']} | "
+                         f"{f(r['held_out_confer'])} | {f(r.get('roc_auc'))} | {f(r.get('margin'))} | {f(r.get('tpr_at_fpr_0'))} | "
+                         f"{f(r.get('mean_surrogate'))} | {f(r.get('mean_reference'))} | {f(cal.get('roc_auc'))} | {f(cal.get('margin'))} |")
+        lines.append("")
+    if "across_seeds" in payload:
+        lines += ["## Across seeds", "", "| setting | seeds | AUC mean | AUC min | margin mean | margin min | AUC diff mean | margin diff min |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, a in payload["across_seeds"].items():
+            lines.append(f"| {name} | {a['seeds']} | {a['auc_mean']:.3f} | {a['auc_min']:.3f} | {a['margin_mean']:.3f} | "
+                         f"{a['margin_min']:.3f} | {a.get('diff_auc_mean', float('nan')):.3f} | {a.get('diff_margin_min', float('nan')):.3f} |")
+        lines.append("")
+    lines.append("![held-out conferrability per epsilon](separation-" + dataset + "-eps.png)")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def across_seeds(runs: list[dict]) -> dict:
+    out = {}
+    names = set.intersection(*(set(k for k, v in r["settings"].items() if "roc_auc" in v) for r in runs))
+    for name in sorted(names):
+        rs = [r["settings"][name] for r in runs]
+        a = {"seeds": len(rs), "auc_mean": sum(r["roc_auc"] for r in rs) / len(rs), "auc_min": min(r["roc_auc"] for r in rs),
+             "margin_mean": sum(r["margin"] for r in rs) / len(rs), "margin_min": min(r["margin"] for r in rs)}
+        if all("calibrated_diff_pgd" in r for r in rs):
+            a["diff_auc_mean"] = sum(r["calibrated_diff_pgd"]["roc_auc"] for r in rs) / len(rs)
+            a["diff_margin_min"] = min(r["calibrated_diff_pgd"]["margin"] for r in rs)
+        out[name] = a
+    return out
+
+
+def plot_eps(run: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = run["settings"]
+    series = {"CEM (pool)": [("cem-pool-eps0.05", 0.05), ("cem-pool", 0.1), ("cem-pool-eps0.15", 0.15)],
+              "PGD": [("pgd-eps0.05", 0.05), ("pgd", 0.1), ("pgd-eps0.15", 0.15)]}
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    for label, pts in series.items():
+        xs = [e for n, e in pts if n in s and "held_out_confer" in s[n]]
+        ys = [s[n]["held_out_confer"] for n, e in pts if n in s and "held_out_confer" in s[n]]
+        ax.plot(xs, ys, "o-", label=label)
+    ax.set_xlabel("ε (L∞, [0, 1] pixels)")
+    ax.set_ylabel("mean Confer on held-out models")
+    ax.set_title(f"seed {run['seed']}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--confirm", nargs="*", default=["cem-conferrable", "cem-pool", "cem-pool-refs"],
+                   help="settings also run on the seeds after the first")
+    p.add_argument("--out", default=None, help="work folder (zoo, fingerprints); default benchmarks/runs/separation-<dataset>")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    out = Path(args.out or ROOT / "benchmarks" / "runs" / f"separation-{args.dataset}")
+    out.mkdir(parents=True, exist_ok=True)
+    res_path = ROOT / "benchmarks" / "results" / f"separation-{args.dataset}.json"
+    md_path = ROOT / "docs" / "results" / f"separation-{args.dataset}.md"
+    res_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs = []
+    for i, seed in enumerate(args.seeds):
+        runs.append(run_seed(args.dataset, seed, out, args.data_dir, i == 0, args.confirm, args.progress))
+        payload = {"command": "python benchmarks/separation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                   "dataset": args.dataset, "runs": runs, "versions": versions(), "seconds": time.perf_counter() - t0}
+        if len(runs) > 1:
+            payload["across_seeds"] = across_seeds(runs)
+        tmp = res_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        os.replace(tmp, res_path)
+        write_markdown(args.dataset, payload, md_path)
+        plot_eps(runs[0], md_path.with_name(f"separation-{args.dataset}-eps.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
