@@ -48,7 +48,13 @@ EXTRA_TRAINING = (
 )
 
 
-def study_config(dataset: str) -> QuickstartConfig:
+def study_config(dataset: str, smoke: bool = False) -> QuickstartConfig:
+    if smoke:  # every code path on the tiny preset, in about a minute; its numbers mean nothing
+        from conferprint.experiments.quickstart import TINY
+
+        extra = tuple(replace(g, epochs=1, count=min(g.count, 2)) for g in EXTRA_TRAINING)
+        pool = tuple(replace(g, arch="cnn_small" if g.arch == "lenet_bn" else g.arch) for g in extra)
+        return replace(TINY, training=TINY.training + pool)
     if dataset == "fashion-mnist":
         # the quickstart's groups first (same names -> same models), then the extra pool
         return replace(DEFAULT, training=DEFAULT.training + EXTRA_TRAINING)
@@ -65,6 +71,8 @@ def ensemble(study, name: str) -> tuple[list, list]:
         return surr, refs
     if name == "pool-refs":  # the quickstart's surrogates, every reference
         return [m for m in surr if m.name in base_names], refs
+    if name == "pool-holdout":  # every surrogate; only the extra references (the quickstart's 6 are held out)
+        return surr, [m for m in refs if m.name not in base_names]
     if name == "source-arch":  # only the source's architecture
         a = study.source.arch
         return [m for m in surr if m.arch == a], [m for m in refs if m.arch == a]
@@ -87,6 +95,30 @@ def calibrated_scores(rows: list[dict], key: str, control: str) -> dict[str, flo
     return {r["name"]: r["scores"][key] - r["scores"][control] for r in rows}
 
 
+def calibration_refs(study, ens: str) -> list:
+    """Training references that the ensemble `ens` did not use: the per-family null is fitted on them."""
+    if ens == "none":
+        return []
+    used = {m.name for m in ensemble(study, ens)[1]}
+    return [m for m in study.training_role("reference") if m.name not in used]
+
+
+def family_calibrated(fp, probe_inputs, testing, cal_refs) -> dict:
+    """Per-family-null scores of the testing models (see conferprint.verify.calibration)."""
+    from conferprint.verify.calibration import family_calibrated_score, family_nulls, infer_family
+
+    family_of = {m.name: m.arch for m in cal_refs}
+    cal_probe = {m.name: labels_of([m.model], probe_inputs)[0] for m in cal_refs}
+    cal_fp = {m.name: float((labels_of([m.model], fp.inputs)[0] == fp.keys).float().mean()) for m in cal_refs}
+    nulls = family_nulls(cal_fp, family_of)
+    out = {}
+    for m in testing:
+        fam = infer_family(labels_of([m.model], probe_inputs)[0], cal_probe, family_of)
+        cae = float((labels_of([m.model], fp.inputs)[0] == fp.keys).float().mean())
+        out[m.name] = {"family": fam, "score": family_calibrated_score(cae, fam, nulls)}
+    return {"nulls": nulls, "calibration_models": sorted(family_of), "per_model": out}
+
+
 def stats(pos: list[float], neg: list[float]) -> dict[str, float]:
     return {"roc_auc": roc_auc(pos, neg), "margin": separation_margin(pos, neg), "tpr_at_fpr_0": tpr_at_fpr(pos, neg, 0.0),
             "min_surrogate": min(pos), "max_reference": max(neg), "mean_surrogate": sum(pos) / len(pos),
@@ -103,14 +135,12 @@ def settings(first_seed: bool, confirm: list[str]) -> list[tuple[str, str, Any]]
         ("cem-conferrable", "quickstart", q),
         ("cem-conferrable-paper-weights", "quickstart", replace(q, beta=1, gamma=1)),
         ("cem-pool", "pool", q),
+        ("cem-pool-holdout", "pool-holdout", q),
         ("cem-pool-refs", "pool-refs", q),
         ("cem-source-arch", "source-arch", q),
         ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
-        ("cem-pool-steps200", "pool", replace(q, steps=200)),
-        ("cem-pool-lr0.005", "pool", replace(q, lr=0.005)),
         ("cem-pool-tau1", "pool", replace(q, tau=1.0)),
-        ("cem-pool-unbalanced", "pool", replace(q, balance=False)),
-        ("cem-pool-size50", "pool", replace(q, size=50)),
+        ("cem-pool-steps50", "pool", replace(q, steps=50)),
         ("cem-pool-eps0.05", "pool", replace(q, eps=0.05)),
         ("cem-pool-eps0.15", "pool", replace(q, eps=0.15)),
         ("pgd-eps0.05", "none", PGD(eps=0.05, size=100, max_candidates=768)),
@@ -121,13 +151,16 @@ def settings(first_seed: bool, confirm: list[str]) -> list[tuple[str, str, Any]]
     return [s for s in all_settings if s[0] in confirm or s[0] == "pgd"]
 
 
-def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm: list[str], progress: bool) -> dict:
-    cfg = study_config(dataset)
+def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm: list[str], progress: bool,
+             smoke: bool = False) -> dict:
+    cfg = study_config(dataset, smoke)
     t0 = time.perf_counter()
     study = prepare_study(cfg, out / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
     log.info("seed %d: models ready in %.0f s", seed, time.perf_counter() - t0)
     fps, meta = {}, {}
     for name, ens, method in settings(first, confirm):
+        if smoke:
+            method = replace(method, steps=min(method.steps, 20), size=20, max_candidates=128, batch_size=64)
         surr, refs = ([], []) if ens == "none" else ensemble(study, ens)
         t = time.perf_counter()
         try:
@@ -135,13 +168,22 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
                                         seed, study.data.num_classes, progress)
         except RuntimeError as e:  # GenerationError: nothing kept; recorded, not fatal for the sweep
             meta[name] = {"error": str(e)}
+            log.info("seed %d %-36s FAILED: %s", seed, name, e)
             continue
         fps[name] = fp
-        meta[name] = {"ensemble": ens, "n_surrogates": len(surr), "n_references": len(refs), "method": fp.manifest["method"],
+        meta[name] = {"ensemble": ens, "ensemble_surrogates": len(surr), "ensemble_references": len(refs), "method": fp.manifest["method"],
                       "params": asdict(method), "size": len(fp), "stats": fp.manifest.get("stats"),
                       "seconds_this_run": time.perf_counter() - t, "generated_now": new,
                       "held_out_confer": held_out_confer(fp, study.testing)}
         log.info("seed %d %-36s size %3d  held-out confer %.3f", seed, name, len(fp), meta[name]["held_out_confer"])
+    if "cem-pool" in fps:  # fingerprint size: the first 50 of the balanced (round-robin) order are a balanced subset
+        from conferprint.fingerprint import Fingerprint
+
+        full = fps["cem-pool"]
+        fps["cem-pool-size50"] = Fingerprint(full.inputs[:50], full.keys[:50], full.originals[:50], full.original_labels[:50],
+                                             full.train_confer[:50], dict(full.manifest))
+        meta["cem-pool-size50"] = {**meta["cem-pool"], "size": 50, "derived_from": "cem-pool (first 50 of its balanced order)",
+                                   "held_out_confer": held_out_confer(fps["cem-pool-size50"], study.testing)}
     rows = score_models(study.testing, fps, "testing", DEFAULT.threshold)
     results = {}
     for name in fps:
@@ -151,6 +193,13 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
             pos = [cal[r["name"]] for r in rows if r["role"] == "surrogate"]
             neg = [cal[r["name"]] for r in rows if r["role"] == "reference"]
             res["calibrated_diff_pgd"] = stats(pos, neg)
+        cal_refs = calibration_refs(study, meta[name]["ensemble"])
+        if cal_refs and "pgd" in fps:
+            probe = torch.cat([fps[name].inputs, fps["pgd"].inputs])
+            fc = family_calibrated(fps[name], probe, study.testing, cal_refs)
+            pos = [fc["per_model"][m.name]["score"] for m in study.testing if m.meta["role"] == "surrogate"]
+            neg = [fc["per_model"][m.name]["score"] for m in study.testing if m.meta["role"] == "reference"]
+            res["calibrated_family_null"] = {**stats(pos, neg), **fc}
         results[name] = res
     for name in meta:
         results.setdefault(name, meta[name])
@@ -170,24 +219,26 @@ def write_markdown(dataset: str, payload: dict, path: Path) -> None:
              "`diff` = CAEAcc(fingerprint) − CAEAcc(plain PGD fingerprint), a label-only calibrated score.", ""]
     for run in payload["runs"]:
         lines += [f"## Seed {run['seed']} (source {run['source']['arch']}, test acc {run['source']['test_acc']:.4f})", "",
-                  "| setting | ensemble (S+R) | size | held-out Confer | AUC | margin | TPR@FPR0 | mean S | mean R | AUC diff | margin diff |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| setting | ensemble (S+R) | size | held-out Confer | AUC | margin | TPR@FPR0 | mean S | mean R | AUC diff | margin diff | AUC fam-null | margin fam-null |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in run["settings"].items():
             if "error" in r:
-                lines.append(f"| {name} | – | 0 | – | – | – | – | – | – | – | – |")
+                lines.append(f"| {name} | – | 0 | – | – | – | – | – | – | – | – | – | – |")
                 continue
             cal = r.get("calibrated_diff_pgd", {})
+            fam = r.get("calibrated_family_null", {})
             f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-            lines.append(f"| {name} | {r['ensemble']} ({r['n_surrogates']}+{r['n_references']}) | {r['size']} | "
+            lines.append(f"| {name} | {r['ensemble']} ({r['ensemble_surrogates']}+{r['ensemble_references']}) | {r['size']} | "
                          f"{f(r['held_out_confer'])} | {f(r.get('roc_auc'))} | {f(r.get('margin'))} | {f(r.get('tpr_at_fpr_0'))} | "
-                         f"{f(r.get('mean_surrogate'))} | {f(r.get('mean_reference'))} | {f(cal.get('roc_auc'))} | {f(cal.get('margin'))} |")
+                         f"{f(r.get('mean_surrogate'))} | {f(r.get('mean_reference'))} | {f(cal.get('roc_auc'))} | {f(cal.get('margin'))} | {f(fam.get('roc_auc'))} | {f(fam.get('margin'))} |")
         lines.append("")
     if "across_seeds" in payload:
-        lines += ["## Across seeds", "", "| setting | seeds | AUC mean | AUC min | margin mean | margin min | AUC diff mean | margin diff min |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["## Across seeds", "", "| setting | seeds | AUC mean | AUC min | margin mean | margin min | AUC diff mean | margin diff min | AUC fam-null mean | AUC fam-null min | margin fam-null min |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, a in payload["across_seeds"].items():
             lines.append(f"| {name} | {a['seeds']} | {a['auc_mean']:.3f} | {a['auc_min']:.3f} | {a['margin_mean']:.3f} | "
-                         f"{a['margin_min']:.3f} | {a.get('diff_auc_mean', float('nan')):.3f} | {a.get('diff_margin_min', float('nan')):.3f} |")
+                         f"{a['margin_min']:.3f} | {a.get('diff_auc_mean', float('nan')):.3f} | {a.get('diff_margin_min', float('nan')):.3f} | "
+                         f"{a.get('fam_auc_mean', float('nan')):.3f} | {a.get('fam_auc_min', float('nan')):.3f} | {a.get('fam_margin_min', float('nan')):.3f} |")
         lines.append("")
     lines.append("![held-out conferrability per epsilon](separation-" + dataset + "-eps.png)")
     path.write_text("\n".join(lines) + "\n")
@@ -203,6 +254,10 @@ def across_seeds(runs: list[dict]) -> dict:
         if all("calibrated_diff_pgd" in r for r in rs):
             a["diff_auc_mean"] = sum(r["calibrated_diff_pgd"]["roc_auc"] for r in rs) / len(rs)
             a["diff_margin_min"] = min(r["calibrated_diff_pgd"]["margin"] for r in rs)
+        if all("calibrated_family_null" in r for r in rs):
+            a["fam_auc_mean"] = sum(r["calibrated_family_null"]["roc_auc"] for r in rs) / len(rs)
+            a["fam_auc_min"] = min(r["calibrated_family_null"]["roc_auc"] for r in rs)
+            a["fam_margin_min"] = min(r["calibrated_family_null"]["margin"] for r in rs)
         out[name] = a
     return out
 
@@ -234,23 +289,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--confirm", nargs="*", default=["cem-conferrable", "cem-pool", "cem-pool-refs"],
+    p.add_argument("--confirm", nargs="*", default=["cem-conferrable", "cem-pool", "cem-pool-holdout"],
                    help="settings also run on the seeds after the first")
     p.add_argument("--out", default=None, help="work folder (zoo, fingerprints); default benchmarks/runs/separation-<dataset>")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="tiny models, results under the work folder only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out or ROOT / "benchmarks" / "runs" / f"separation-{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
     res_path = ROOT / "benchmarks" / "results" / f"separation-{args.dataset}.json"
     md_path = ROOT / "docs" / "results" / f"separation-{args.dataset}.md"
+    if args.smoke:
+        res_path, md_path = out / "smoke.json", out / "smoke.md"
     res_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     runs = []
     for i, seed in enumerate(args.seeds):
-        runs.append(run_seed(args.dataset, seed, out, args.data_dir, i == 0, args.confirm, args.progress))
+        runs.append(run_seed(args.dataset, seed, out, args.data_dir, i == 0, args.confirm, args.progress, args.smoke))
         payload = {"command": "python benchmarks/separation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                    "dataset": args.dataset, "runs": runs, "versions": versions(), "seconds": time.perf_counter() - t0}
         if len(runs) > 1:

@@ -42,3 +42,36 @@ def test_cae_acc_and_verdict():
 def test_a_suspect_answering_garbage_is_an_error_not_a_score(answer, msg):
     with pytest.raises(OracleError, match=msg):
         query_labels(answer, torch.rand(4, 1, 8, 8), num_classes=10)
+
+
+def test_family_inference_and_null_from_labels_only():
+    from conferprint.verify.calibration import family_calibrated_score, family_nulls, infer_family
+
+    probe_a = torch.tensor([0, 1, 2, 3, 4, 5])
+    cal = {"a0": probe_a, "a1": torch.tensor([0, 1, 2, 3, 4, 0]), "b0": torch.tensor([5, 5, 5, 5, 4, 5])}
+    fam = {"a0": "A", "a1": "A", "b0": "B"}
+    assert infer_family(torch.tensor([0, 1, 2, 3, 0, 0]), cal, fam) == "A"
+    assert infer_family(torch.tensor([5, 5, 5, 0, 4, 5]), cal, fam) == "B"
+    nulls = family_nulls({"a0": 0.8, "a1": 0.6, "b0": 0.2}, fam)
+    assert nulls == pytest.approx({"A": 0.7, "B": 0.2})
+    assert family_calibrated_score(0.9, "A", nulls) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        infer_family(torch.tensor([1, 2]), cal, fam)
+
+
+def test_family_null_scores_a_model_against_its_own_family(digit_models):
+    from conferprint.fingerprint import CEM
+    from conferprint.verify import model_oracle
+    from conferprint.verify.calibration import FamilyNull
+
+    m = digit_models
+    fp = CEM(eps=0.15, steps=20, lr=0.03, size=20, batch_size=128, max_candidates=256, tau=0.5, target="conferrable").generate(
+        m["source"], m["surrogates"][:1], m["references"][:1], m["x"], m["y"], seed=0, num_classes=10)
+    # calibration: the references generation did not see (here: the second one, a linear model)
+    cal = {"ref-linear": ("digits_linear", model_oracle(m["references"][1]))}
+    fn = FamilyNull(fp, fp.inputs, cal)
+    res = fn.score(model_oracle(m["source"]))
+    assert res["family"] == "digits_linear" and res["cae_acc"] == 1.0
+    assert res["score"] == pytest.approx(1.0 - fn.nulls["digits_linear"])
+    own = fn.score(model_oracle(m["references"][1]))
+    assert own["score"] == pytest.approx(0.0)  # a calibration model sits exactly on its family's null

@@ -17,7 +17,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from conferprint.experiments.zoo_builder import Group, Trained, ZooBuilder
 from conferprint.fingerprint import CEM, PGD, Fingerprint, FingerprintError, load_fingerprint, save_fingerprint
 from conferprint.training import TrainConfig
 from conferprint.verify import model_oracle, roc_auc, separation_margin, tpr_at_fpr, verdict, verify_oracle
+from conferprint.verify.calibration import FamilyNull
 from conferprint.zoo import Zoo
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,16 @@ class QuickstartConfig:
     testing: tuple[Group, ...] = ()
     cem: CEM = CEM()
     pgd: PGD | None = PGD()  # the plain baseline, measured on the same models; None to skip
-    threshold: float = 0.75  # CAEAcc at or above which a suspect is called stolen
+    threshold: float = 0.75  # score at or above which a suspect is called stolen
+    # D1 ground-truth references that generation never sees: the per-family null is fitted on them
+    calibration: tuple[Group, ...] = ()
+    score: str = "cae_acc"  # "cae_acc" (raw), or "family_null" (CAEAcc minus the inferred family's null)
+
+    def __post_init__(self) -> None:
+        if self.score not in ("cae_acc", "family_null"):
+            raise ValueError(f"score must be 'cae_acc' or 'family_null', got {self.score!r}")
+        if self.score == "family_null" and not self.calibration:
+            raise ValueError("score 'family_null' needs calibration references")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -128,21 +138,16 @@ class Study:
     """The models of one seeded study: source, training models (D1) and testing models (D2)."""
 
     data: Any
-    d1: torch.Tensor
-    d2: torch.Tensor
+    d1: torch.Tensor  # defender indices into the training set
+    d2: torch.Tensor  # attacker indices
+    x1: torch.Tensor  # D1 images and labels (the fingerprint's candidates)
+    y1: torch.Tensor
     builder: ZooBuilder
     source: Trained
     training: list[Trained]
     testing: list[Trained]
     timings: dict[str, float]
-
-    @property
-    def x1(self) -> torch.Tensor:
-        return self.data.x_train[self.d1]
-
-    @property
-    def y1(self) -> torch.Tensor:
-        return self.data.y_train[self.d1]
+    calibration: list[Trained] = field(default_factory=list)
 
     def training_role(self, role: str) -> list[Trained]:
         return [m for m in self.training if m.meta["role"] == role]
@@ -169,25 +174,38 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
     t = time.perf_counter()
     training = [m for g in config.training for m in builder.group("train", g, "D1", x1, y1, source)]
     timings["training_models"] = time.perf_counter() - t
+    t = time.perf_counter()
+    calibration = [m for g in config.calibration for m in builder.group("cal", g, "D1", x1, y1, source)]
+    if calibration:
+        timings["calibration_models"] = time.perf_counter() - t
     testing: list[Trained] = []
     if with_testing:
         t = time.perf_counter()
         testing = [m for g in config.testing for m in builder.group("test", g, "D2", x2, y2, source)]
         timings["testing_models"] = time.perf_counter() - t
-    return Study(data, d1, d2, builder, source, training, testing, timings)
+    return Study(data, d1, d2, x1, y1, builder, source, training, testing, timings, calibration)
 
 
-def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str, threshold: float) -> list[dict[str, Any]]:
-    """CAEAcc of every model on every fingerprint, through a labels-only oracle; ``fps['cem']`` decides."""
+def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str, threshold: float,
+                 calibrated: FamilyNull | None = None) -> list[dict[str, Any]]:
+    """CAEAcc of every model on every fingerprint, through a labels-only oracle; ``fps['cem']`` decides.
+
+    With ``calibrated``, the decisive ``score`` is the per-family-null score of the CEM fingerprint."""
     rows = []
     for m in models:
         oracle = model_oracle(m.model)
         scores = {k: verify_oracle(oracle, f) for k, f in fps.items()}
         main = scores.get("cem", next(iter(scores.values())))
-        rows.append({"name": m.name, "group": group, "role": m.meta["role"], "arch": m.arch,
-                     "labels": m.meta["label_source"], "data": m.meta["data"], "epochs": m.meta["epochs"],
-                     "test_acc": m.meta["test_acc"], "cae_acc": main, "score": main, "verdict": verdict(main, threshold),
-                     "scores": scores, "sha256": m.meta["sha256"], "trained_seconds": m.meta.get("train_seconds")})
+        row = {"name": m.name, "group": group, "role": m.meta["role"], "arch": m.arch,
+               "labels": m.meta["label_source"], "data": m.meta["data"], "epochs": m.meta["epochs"],
+               "test_acc": m.meta["test_acc"], "cae_acc": main, "score": main, "scores": scores,
+               "sha256": m.meta["sha256"], "trained_seconds": m.meta.get("train_seconds")}
+        if calibrated is not None:
+            cal = calibrated.score(oracle)
+            row.update(score=cal["score"], inferred_family=cal["family"], family_null=cal["null"])
+            scores["calibrated"] = cal["score"]
+        row["verdict"] = verdict(row["score"], threshold)
+        rows.append(row)
     return rows
 
 
@@ -244,22 +262,30 @@ def run_quickstart(
 
     t = time.perf_counter()
     fps = {"cem": fp, **baselines}
-    models = score_models(testing, fps, "testing", config.threshold)
-    training_rows = score_models(training, fps, "training", config.threshold)
+    calibrated = None
+    if config.score == "family_null":
+        probe = torch.cat([fp.inputs, *(b.inputs for b in baselines.values())])
+        calibrated = FamilyNull(fp, probe, {m.name: (m.arch, model_oracle(m.model)) for m in study.calibration})
+    models = score_models(testing, fps, "testing", config.threshold, calibrated)
+    training_rows = score_models(training + study.calibration, fps, "training", config.threshold, calibrated)
     source_row = score_models([source], fps, "source", config.threshold)[0]
     timings["verify"] = time.perf_counter() - t
 
-    cem_summary = summarize(models)
+    key = "calibrated" if calibrated is not None else "cem"
+    cem_summary = summarize(models, key)
     tp = sum(r["verdict"] == "stolen" for r in models if r["role"] == "surrogate")
     fpos = sum(r["verdict"] == "stolen" for r in models if r["role"] == "reference")
     timings["total"] = time.perf_counter() - t_all
 
     results: dict[str, Any] = {
         "roc_auc": cem_summary.get("roc_auc"),
+        "score": config.score,
+        "raw_cae_acc": summarize(models, "cem"),
+        "calibration": calibrated.to_json() if calibrated is not None else None,
         "n_models": {"surrogates": cem_summary["n_surrogates"], "references": cem_summary["n_references"]},
         "separation": cem_summary,
         "baselines": {k: summarize(models, k) for k in baselines},
-        "per_arch": per_arch(models),
+        "per_arch": per_arch(models, key),
         "threshold": config.threshold,
         "decisions": {"true_positives": tp, "false_positives": fpos},
         "fingerprint": {"size": len(fp), "method": fp.manifest["method"], "content_sha256": fp.manifest["content_sha256"],
@@ -272,8 +298,8 @@ def run_quickstart(
         "models": models,
         "training_models": training_rows,
         "timings": timings,
-        "retrained": {"count": sum(m.trained_now for m in [source, *training, *testing]),
-                      "of": 1 + len(training) + len(testing)},
+        "retrained": {"count": sum(m.trained_now for m in [source, *training, *study.calibration, *testing]),
+                      "of": 1 + len(training) + len(study.calibration) + len(testing)},
         "seed": seed,
         "config": config.to_dict(),
         "data": {"dataset": data.name, "source": data.source, "d1": len(study.d1), "d2": len(study.d2),

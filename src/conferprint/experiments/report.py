@@ -80,6 +80,8 @@ def plot_fingerprint(path: Path, fp: Fingerprint, classes: list[str], n: int = 1
 def write_report(out: Path, results: dict[str, Any], fp: Fingerprint, classes: list[str],
                  baselines: dict[str, Fingerprint]) -> None:
     methods = {"cem": "CEM", **{k: k.upper() for k in baselines}}
+    if results.get("score") == "family_null":
+        methods["calibrated"] = "CEM, family-null score"
     plot_roc(out / "roc.png", results["models"], methods)
     plot_fingerprint(out / "fingerprint.png", fp, classes)
     sep = results["separation"]
@@ -92,8 +94,9 @@ def write_report(out: Path, results: dict[str, Any], fp: Fingerprint, classes: l
         "",
         "## Verification of held-out models",
         "",
-        table([{"method": methods[k], **(sep if k == "cem" else results["baselines"][k]),
-                "size": len(fp) if k == "cem" else len(baselines[k])} for k in methods],
+        table([{"method": methods[k], **(results["raw_cae_acc"] if k == "cem" else sep if k == "calibrated"
+                                         else results["baselines"][k]),
+                "size": len(baselines[k]) if k in baselines else len(fp)} for k in methods],
               [("method", "fingerprint"), ("size", "size"), ("n_surrogates", "surrogates"), ("n_references", "references"),
                ("roc_auc", "ROC AUC"), ("margin", "min surr − max ref"), ("tpr_at_fpr_0", "TPR @ FPR 0"),
                ("mean_surrogate", "mean surr"), ("mean_reference", "mean ref")]),
@@ -104,8 +107,15 @@ def write_report(out: Path, results: dict[str, Any], fp: Fingerprint, classes: l
         "",
         "## Per testing model (CEM fingerprint)",
         "",
+        f"Decisive score: `{results.get('score', 'cae_acc')}`"
+        + ("" if results.get("score", "cae_acc") == "cae_acc" else
+           " = CAEAcc − the null of the family inferred from the suspect's labels; "
+           f"family nulls {', '.join(f'{k} {v:.3f}' for k, v in results['calibration']['nulls'].items())}; "
+           f"raw-CAEAcc AUC {_fmt(results['raw_cae_acc'].get('roc_auc'))}, margin {_fmt(results['raw_cae_acc'].get('margin'))}."),
+        "",
         table(results["models"], [("name", "model"), ("role", "role"), ("arch", "arch"), ("labels", "labels"),
-                                  ("test_acc", "test acc"), ("cae_acc", "CAEAcc"), ("verdict", "verdict")]),
+                                  ("test_acc", "test acc"), ("cae_acc", "CAEAcc"), ("inferred_family", "inferred family"),
+                                  ("score", "score"), ("verdict", "verdict")]),
         "",
         "## Per architecture (testing models)",
         "",
