@@ -141,6 +141,8 @@ def settings(first_seed: bool, confirm: list[str]) -> list[tuple[str, str, Any]]
         ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
         ("cem-pool-tau1", "pool", replace(q, tau=1.0)),
         ("cem-pool-steps50", "pool", replace(q, steps=50)),
+        ("cem-pool-steps50-c1536", "pool", replace(q, steps=50, max_candidates=1536)),
+        ("cem-pool-refs-steps50-c1536", "pool-refs", replace(q, steps=50, max_candidates=1536)),
         ("cem-pool-eps0.05", "pool", replace(q, eps=0.05)),
         ("cem-pool-eps0.15", "pool", replace(q, eps=0.15)),
         ("pgd-eps0.05", "none", PGD(eps=0.05, size=100, max_candidates=768)),
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--confirm", nargs="*", default=["cem-conferrable", "cem-pool", "cem-pool-holdout"],
+    p.add_argument("--confirm", nargs="*", default=["cem-conferrable", "cem-pool-steps50-c1536", "cem-pool-refs-steps50-c1536"],
                    help="settings also run on the seeds after the first")
     p.add_argument("--out", default=None, help="work folder (zoo, fingerprints); default benchmarks/runs/separation-<dataset>")
     p.add_argument("--data-dir", default=None)

@@ -89,3 +89,31 @@ def test_missing_data_is_a_clear_cli_error(tmp_path, capsys, monkeypatch):
     rc = main(["quickstart", "--out", str(tmp_path / "o"), "--preset", "tiny", "--data-dir", str(tmp_path / "nothing")])
     err = capsys.readouterr().err
     assert rc == 2 and "Fashion-MNIST was not found" in err and str(tmp_path / "nothing") in err
+
+
+def test_control_difference_score_is_label_only_and_decides(tiny_run, tmp_path):
+    from dataclasses import replace
+
+    from conferprint.verify import roc_auc
+
+    out, res = tiny_run
+    again_dir = tmp_path / "cal"
+    shutil.copytree(out, again_dir)
+    cfg = replace(TINY, score="control_diff", threshold=0.05)
+    again = run_quickstart(again_dir, cfg, seed=0, data_dir=FMNIST_DIR, progress=False)
+    assert again["retrained"]["count"] == 0 and not again["fingerprint"]["generated_now"]
+    for m in again["models"]:
+        assert m["score"] == pytest.approx(m["cae_acc"] - m["scores"]["pgd"])
+        assert m["verdict"] == ("stolen" if m["score"] >= 0.05 else "independent")
+    pos = [m["score"] for m in again["models"] if m["role"] == "surrogate"]
+    neg = [m["score"] for m in again["models"] if m["role"] == "reference"]
+    assert again["roc_auc"] == pytest.approx(roc_auc(pos, neg))
+    assert again["raw_cae_acc"]["roc_auc"] == pytest.approx(res["roc_auc"])
+    assert "CEM − PGD control" in (again_dir / "report.md").read_text()
+
+
+def test_control_difference_needs_the_control_set():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="control"):
+        replace(TINY, score="control_diff", pgd=None)

@@ -29,7 +29,7 @@ from conferprint.experiments.zoo_builder import Group, Trained, ZooBuilder
 from conferprint.fingerprint import CEM, PGD, Fingerprint, FingerprintError, load_fingerprint, save_fingerprint
 from conferprint.training import TrainConfig
 from conferprint.verify import model_oracle, roc_auc, separation_margin, tpr_at_fpr, verdict, verify_oracle
-from conferprint.verify.calibration import FamilyNull
+from conferprint.verify.calibration import FamilyNull, control_difference
 from conferprint.zoo import Zoo
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,15 @@ class QuickstartConfig:
     threshold: float = 0.75  # score at or above which a suspect is called stolen
     # D1 ground-truth references that generation never sees: the per-family null is fitted on them
     calibration: tuple[Group, ...] = ()
-    score: str = "cae_acc"  # "cae_acc" (raw), or "family_null" (CAEAcc minus the inferred family's null)
+    # decisive score: "cae_acc" (raw), "control_diff" (CAEAcc minus CAEAcc on the PGD control set),
+    # or "family_null" (CAEAcc minus the null of the family inferred from the suspect's labels)
+    score: str = "cae_acc"
 
     def __post_init__(self) -> None:
-        if self.score not in ("cae_acc", "family_null"):
-            raise ValueError(f"score must be 'cae_acc' or 'family_null', got {self.score!r}")
+        if self.score not in ("cae_acc", "control_diff", "family_null"):
+            raise ValueError(f"score must be 'cae_acc', 'control_diff' or 'family_null', got {self.score!r}")
+        if self.score == "control_diff" and self.pgd is None:
+            raise ValueError("score 'control_diff' needs the PGD control set (pgd must not be None)")
         if self.score == "family_null" and not self.calibration:
             raise ValueError("score 'family_null' needs calibration references")
 
@@ -187,10 +191,11 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
 
 
 def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str, threshold: float,
-                 calibrated: FamilyNull | None = None) -> list[dict[str, Any]]:
+                 calibrated: FamilyNull | None = None, control: str | None = None) -> list[dict[str, Any]]:
     """CAEAcc of every model on every fingerprint, through a labels-only oracle; ``fps['cem']`` decides.
 
-    With ``calibrated``, the decisive ``score`` is the per-family-null score of the CEM fingerprint."""
+    With ``calibrated``, the decisive ``score`` is the per-family-null score of the CEM fingerprint;
+    with ``control`` (a key of ``fps``), it is CAEAcc(cem) − CAEAcc(control)."""
     rows = []
     for m in models:
         oracle = model_oracle(m.model)
@@ -204,6 +209,8 @@ def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str,
             cal = calibrated.score(oracle)
             row.update(score=cal["score"], inferred_family=cal["family"], family_null=cal["null"])
             scores["calibrated"] = cal["score"]
+        elif control is not None:
+            scores["calibrated"] = row["score"] = control_difference(main, scores[control])
         row["verdict"] = verdict(row["score"], threshold)
         rows.append(row)
     return rows
@@ -266,12 +273,13 @@ def run_quickstart(
     if config.score == "family_null":
         probe = torch.cat([fp.inputs, *(b.inputs for b in baselines.values())])
         calibrated = FamilyNull(fp, probe, {m.name: (m.arch, model_oracle(m.model)) for m in study.calibration})
-    models = score_models(testing, fps, "testing", config.threshold, calibrated)
-    training_rows = score_models(training + study.calibration, fps, "training", config.threshold, calibrated)
+    control = "pgd" if config.score == "control_diff" else None
+    models = score_models(testing, fps, "testing", config.threshold, calibrated, control)
+    training_rows = score_models(training + study.calibration, fps, "training", config.threshold, calibrated, control)
     source_row = score_models([source], fps, "source", config.threshold)[0]
     timings["verify"] = time.perf_counter() - t
 
-    key = "calibrated" if calibrated is not None else "cem"
+    key = "calibrated" if config.score != "cae_acc" else "cem"
     cem_summary = summarize(models, key)
     tp = sum(r["verdict"] == "stolen" for r in models if r["role"] == "surrogate")
     fpos = sum(r["verdict"] == "stolen" for r in models if r["role"] == "reference")

@@ -1,5 +1,15 @@
 """Label-only scores that control for architecture affinity (issue: separation).
 
+Control difference (adopted; docs/results/separation-fashion-mnist.md): query a *control* set as
+well — a plain PGD fingerprint of the source, adversarial examples that transfer to related
+architectures whether or not a model was derived from the source — and score
+
+    score = CAEAcc(fingerprint) − CAEAcc(control).
+
+A reference of the source's architecture follows the source on both sets about equally; a surrogate
+follows it on the conferrable fingerprint more than on the control, whatever its architecture.
+No parameter is fitted.
+
 The measured failure of raw CAEAcc is that a suspect's *architecture* sets its level: references
 that share the source's architecture agree with it on adversarial inputs far more than surrogates
 of other architectures do. The per-family null puts each suspect against independent models of its
@@ -19,6 +29,11 @@ from collections import defaultdict
 from typing import Mapping
 
 import torch
+
+
+def control_difference(cae_fingerprint: float, cae_control: float) -> float:
+    """``CAEAcc(fingerprint) − CAEAcc(control)``: the adopted calibrated score."""
+    return cae_fingerprint - cae_control
 
 
 def infer_family(suspect: torch.Tensor, calibration: Mapping[str, torch.Tensor], family_of: Mapping[str, str]) -> str:
