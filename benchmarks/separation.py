@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from conferprint._io import atomic_write_text
 from conferprint.experiments.quickstart import (
     DEFAULT, QuickstartConfig, _make_fingerprint, per_arch, prepare_study, score_models, summarize, versions,
 )
@@ -315,9 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                    "dataset": args.dataset, "runs": runs, "versions": versions(), "seconds": time.perf_counter() - t0}
         if len(runs) > 1:
             payload["across_seeds"] = across_seeds(runs)
-        tmp = res_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, res_path)
+        atomic_write_text(res_path, json.dumps(payload, indent=2))
         write_markdown(args.dataset, payload, md_path)
         plot_eps(runs[0], md_path.with_name(f"separation-{args.dataset}-eps.png"))
     return 0

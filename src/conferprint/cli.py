@@ -18,11 +18,17 @@ def _quickstart(args: argparse.Namespace) -> int:
           f"fingerprint {res['fingerprint']['size']} examples (CEM)")
     print(f"held-out models: {sep['n_surrogates']} surrogates, {sep['n_references']} references")
     auc = res["roc_auc"]
-    print(f"CEM  ROC AUC {auc:.3f}  (min surrogate {sep['min_surrogate']:.3f}, max reference {sep['max_reference']:.3f})"
-          if auc is not None else "CEM  ROC AUC n/a")
+    name = {"cae_acc": "CAEAcc", "control_diff": "CAEAcc(CEM) - CAEAcc(PGD control)",
+            "family_null": "CAEAcc - family null"}[res["score"]]
+    if auc is not None:
+        print(f"score {name}: ROC AUC {auc:.3f} (lowest surrogate {sep['min_surrogate']:+.3f}, "
+              f"highest reference {sep['max_reference']:+.3f})")
+    raw = res["raw_cae_acc"]
+    if res["score"] != "cae_acc" and "roc_auc" in raw:
+        print(f"raw CAEAcc on the CEM fingerprint: ROC AUC {raw['roc_auc']:.3f}")
     for k, b in res["baselines"].items():
         if "roc_auc" in b:
-            print(f"{k.upper():4s} ROC AUC {b['roc_auc']:.3f}")
+            print(f"raw CAEAcc on the {k.upper()} fingerprint: ROC AUC {b['roc_auc']:.3f}")
     print(f"threshold {res['threshold']}: {res['decisions']['true_positives']}/{sep['n_surrogates']} surrogates "
           f"and {res['decisions']['false_positives']}/{sep['n_references']} references called stolen")
     print(f"total {res['timings']['total']:.0f} s; wrote {Path(args.out) / 'results.json'}, report.md, roc.png, fingerprint.png")

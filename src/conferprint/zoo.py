@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from conferprint._io import atomic_write, atomic_write_text
 from conferprint.models import build_model
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def state_dict_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -138,10 +127,10 @@ class Zoo:
     def save(self, spec: ModelSpec, model: nn.Module, metrics: dict[str, Any]) -> dict:
         wpath, jpath = self.paths(spec.name)
         state = state_dict_for_save(model)
-        _atomic_write(wpath, lambda tmp: save_file(state, tmp, metadata={"arch": spec.arch, "name": spec.name}))
+        atomic_write(wpath, lambda tmp: save_file(state, tmp, metadata={"arch": spec.arch, "name": spec.name}))
         meta = {"name": spec.name, "arch": spec.arch, "role": spec.role, "spec": spec.to_json(),
                 "sha256": sha256_file(wpath), **metrics}
-        _atomic_write(jpath, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
+        atomic_write_text(jpath, json.dumps(meta, indent=2, sort_keys=True))
         return json.loads(json.dumps(meta))
 
     def get_or_train(self, spec: ModelSpec, train: Callable[[nn.Module], dict[str, Any]]) -> tuple[nn.Module, dict, bool]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from conferprint._io import atomic_write, atomic_write_text
 
 FORMAT = "conferprint-fingerprint/1"
 REQUIRED = {"inputs": torch.float32, "keys": torch.int64}
@@ -72,17 +73,6 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_fingerprint(fp: Fingerprint, path: str | os.PathLike) -> Path:
     """Write ``path`` (``.safetensors``, with or without suffix) and its ``.json`` manifest; returns the manifest path."""
     tpath, mpath = _paths(path)
@@ -91,8 +81,8 @@ def save_fingerprint(fp: Fingerprint, path: str | os.PathLike) -> Path:
     _validate_tensors(tensors, str(tpath))
     manifest = {**fp.manifest, "format": FORMAT, "size": len(fp), "tensors": tpath.name,
                 "content_sha256": content_digest(tensors)}
-    _atomic(tpath, lambda tmp: save_file(tensors, tmp))
-    _atomic(mpath, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+    atomic_write(tpath, lambda tmp: save_file(tensors, tmp))
+    atomic_write_text(mpath, json.dumps(manifest, indent=2, sort_keys=True))
     fp.manifest = manifest
     return mpath
 

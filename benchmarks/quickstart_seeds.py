@@ -1,0 +1,79 @@
+"""The quickstart's default preset on several seeds: wall time per phase and the separation goal.
+
+    python benchmarks/quickstart_seeds.py --seeds 0 1 2
+
+Runs `run_quickstart` (exactly what `conferprint quickstart` runs) once per seed into
+benchmarks/runs/quickstart-seed<N>/ (resumable: rerunning reuses finished models), then writes
+benchmarks/results/quickstart-seeds.json and docs/results/quickstart-seeds.md.
+Goal (issue 3): ROC AUC ≥ 0.95 over ≥ 8 + 8 held-out models and min(surrogate score) >
+max(reference score), ε ≤ 0.1, 100 examples, each run under 15 minutes on the 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from conferprint._io import atomic_write_text
+from conferprint.experiments.quickstart import DEFAULT, run_quickstart, versions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    runs = []
+    for seed in args.seeds:
+        out = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
+        t = time.perf_counter()
+        res = run_quickstart(out, DEFAULT, seed=seed, data_dir=args.data_dir, progress=False)
+        sep = res["separation"]
+        runs.append({"seed": seed, "wall_seconds": time.perf_counter() - t, "timings": res["timings"],
+                     "retrained": res["retrained"], "roc_auc": res["roc_auc"], "margin": sep.get("margin"),
+                     "min_surrogate": sep.get("min_surrogate"), "max_reference": sep.get("max_reference"),
+                     "tpr_at_fpr_0": sep.get("tpr_at_fpr_0"), "raw_cae_acc": res["raw_cae_acc"],
+                     "pgd": res["baselines"].get("pgd"), "decisions": res["decisions"],
+                     "fingerprint_size": res["fingerprint"]["size"], "eps": res["fingerprint"]["params"]["eps"],
+                     "source_test_acc": res["source"]["test_acc"], "per_arch": res["per_arch"],
+                     "models": [{k: m[k] for k in ("name", "role", "arch", "labels", "test_acc", "cae_acc", "score")}
+                                for m in res["models"]],
+                     "goal_met": bool(res["roc_auc"] >= 0.95 and sep.get("margin", -1) > 0
+                                      and res["fingerprint"]["size"] == 100 and res["fingerprint"]["params"]["eps"] <= 0.1
+                                      and res["timings"]["total"] < 900)})
+        payload = {"command": "python benchmarks/quickstart_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                   "preset": DEFAULT.to_dict(), "runs": runs, "versions": versions(),
+                   "note": "wall_seconds include reusing models left by an earlier run of the same seed; "
+                           "timings.total of a run with retrained.count == retrained.of is a full run from nothing"}
+        res_path = ROOT / "benchmarks" / "results" / "quickstart-seeds.json"
+        atomic_write_text(res_path, json.dumps(payload, indent=2))
+        write_md(payload, ROOT / "docs" / "results" / "quickstart-seeds.md")
+    return 0
+
+
+def write_md(payload: dict, path: Path) -> None:
+    f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["# Quickstart `default` preset across seeds", "", f"Command: `{payload['command']}`", "",
+             "Score = CAEAcc on the CEM fingerprint − CAEAcc on the PGD control set (labels only). "
+             "8 held-out surrogates (cnn_small, lenet_bn, mlp, cnn; soft and hard labels) and 8 held-out references.", "",
+             "| seed | models trained | total s | source acc | AUC (score) | margin | TPR@FPR0 | AUC raw CAEAcc | margin raw | AUC PGD | goal met |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in payload["runs"]:
+        lines.append(f"| {r['seed']} | {r['retrained']['count']}/{r['retrained']['of']} | {r['timings']['total']:.0f} | "
+                     f"{r['source_test_acc']:.4f} | {f(r['roc_auc'])} | {f(r['margin'])} | {f(r['tpr_at_fpr_0'])} | "
+                     f"{f(r['raw_cae_acc'].get('roc_auc'))} | {f(r['raw_cae_acc'].get('margin'))} | "
+                     f"{f((r['pgd'] or {}).get('roc_auc'))} | {'yes' if r['goal_met'] else 'no'} |")
+    lines += ["", "Per model (score / raw CAEAcc):", ""]
+    for r in payload["runs"]:
+        lines.append(f"- seed {r['seed']}: " + "; ".join(f"{m['name'].replace('test-', '')} {m['score']:+.2f}/{m['cae_acc']:.2f}"
+                                                        for m in r["models"]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
