@@ -35,7 +35,8 @@ from conferprint.experiments.quickstart import (
 from conferprint.experiments.zoo_builder import Group
 from conferprint.fingerprint import CEM, PGD
 from conferprint.fingerprint.scores import confer, labels_of
-from conferprint.verify import roc_auc, separation_margin, tpr_at_fpr
+from conferprint.verify import model_oracle, separation_stats
+from conferprint.verify.calibration import FamilyNull
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("separation")
@@ -105,29 +106,18 @@ def calibration_refs(study, ens: str) -> list:
 
 
 def family_calibrated(fp, probe_inputs, testing, cal_refs) -> dict:
-    """Per-family-null scores of the testing models (see conferprint.verify.calibration)."""
-    from conferprint.verify.calibration import family_calibrated_score, family_nulls, infer_family
-
-    family_of = {m.name: m.arch for m in cal_refs}
-    cal_probe = {m.name: labels_of([m.model], probe_inputs)[0] for m in cal_refs}
-    cal_fp = {m.name: float((labels_of([m.model], fp.inputs)[0] == fp.keys).float().mean()) for m in cal_refs}
-    nulls = family_nulls(cal_fp, family_of)
-    out = {}
+    """Per-family-null scores of the testing models (conferprint.verify.calibration.FamilyNull)."""
+    null = FamilyNull(fp, probe_inputs, {m.name: (m.arch, model_oracle(m.model)) for m in cal_refs})
+    per_model = {}
     for m in testing:
-        fam = infer_family(labels_of([m.model], probe_inputs)[0], cal_probe, family_of)
-        cae = float((labels_of([m.model], fp.inputs)[0] == fp.keys).float().mean())
-        out[m.name] = {"family": fam, "score": family_calibrated_score(cae, fam, nulls)}
-    return {"nulls": nulls, "calibration_models": sorted(family_of), "per_model": out}
-
-
-def stats(pos: list[float], neg: list[float]) -> dict[str, float]:
-    return {"roc_auc": roc_auc(pos, neg), "margin": separation_margin(pos, neg), "tpr_at_fpr_0": tpr_at_fpr(pos, neg, 0.0),
-            "min_surrogate": min(pos), "max_reference": max(neg), "mean_surrogate": sum(pos) / len(pos),
-            "mean_reference": sum(neg) / len(neg)}
+        res = null.score(model_oracle(m.model))
+        per_model[m.name] = {"family": res["family"], "score": res["score"]}
+    return {"nulls": null.nulls, "calibration_models": sorted(null.family_of), "per_model": per_model}
 
 
 def settings(first_seed: bool, confirm: list[str]) -> list[tuple[str, str, Any]]:
-    """(name, ensemble, method). The quickstart default is `cem-conferrable`."""
+    """(name, ensemble, method). `cem-conferrable` was the quickstart's first default; the adopted
+    default is `cem-pool-steps50-c1536` trimmed to fit 15 minutes (see quickstart.DEFAULT)."""
     q = DEFAULT.cem
     all_settings = [
         ("pgd", "none", PGD(size=100, max_candidates=768)),
@@ -195,14 +185,14 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
             cal = calibrated_scores(rows, name, "pgd")
             pos = [cal[r["name"]] for r in rows if r["role"] == "surrogate"]
             neg = [cal[r["name"]] for r in rows if r["role"] == "reference"]
-            res["calibrated_diff_pgd"] = stats(pos, neg)
+            res["calibrated_diff_pgd"] = separation_stats(pos, neg)
         cal_refs = calibration_refs(study, meta[name]["ensemble"])
         if cal_refs and "pgd" in fps:
             probe = torch.cat([fps[name].inputs, fps["pgd"].inputs])
             fc = family_calibrated(fps[name], probe, study.testing, cal_refs)
             pos = [fc["per_model"][m.name]["score"] for m in study.testing if m.meta["role"] == "surrogate"]
             neg = [fc["per_model"][m.name]["score"] for m in study.testing if m.meta["role"] == "reference"]
-            res["calibrated_family_null"] = {**stats(pos, neg), **fc}
+            res["calibrated_family_null"] = {**separation_stats(pos, neg), **fc}
         results[name] = res
     for name in meta:
         results.setdefault(name, meta[name])

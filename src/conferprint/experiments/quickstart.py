@@ -29,7 +29,7 @@ from conferprint.data import load_dataset, split_defender_attacker
 from conferprint.experiments.zoo_builder import Group, Trained, ZooBuilder
 from conferprint.fingerprint import CEM, PGD, Fingerprint, FingerprintError, load_fingerprint, save_fingerprint
 from conferprint.training import TrainConfig
-from conferprint.verify import model_oracle, roc_auc, separation_margin, tpr_at_fpr, verdict, verify_oracle
+from conferprint.verify import model_oracle, roc_auc, separation_margin, separation_stats, verdict, verify_oracle
 from conferprint.verify.calibration import FamilyNull, control_difference
 from conferprint.zoo import Zoo
 
@@ -97,10 +97,10 @@ DEFAULT = QuickstartConfig(
     train=TrainConfig(batch_size=256, lr=0.05),
     training=(
         # "pool" ensemble: many references of the source's architecture were the lever for CEM
-        # (the extra lenet references matter too: without them one held-out lenet reference
-        # scored +0.25 and the margin fell to −0.16; docs/results/quickstart-seeds-trim-without-lenet-pool.md)
         # itself (raw AUC 0.656 -> 0.812; within-family margins all positive), and the extra
         # cnn_small surrogates mattered (without them the calibrated AUC fell 1.000 -> 0.859).
+        # The extra lenet_bn references matter too: without them one held-out lenet_bn reference
+        # scored +0.25 and the margin fell to −0.16 (docs/results/quickstart-seeds-trim-without-lenet-pool.md).
         _g("cnn_small", "surrogate", "soft", 2, 3), _g("lenet_bn", "surrogate", "soft", 2, 3),
         _g("mlp", "surrogate", "soft", 2, 8),
         _g("cnn_small", "surrogate", "soft", 2, 3, tag="pool"), _g("cnn_small", "surrogate", "hard", 2, 3, tag="pool"),
@@ -164,7 +164,6 @@ class Study:
     d2: torch.Tensor  # attacker indices
     x1: torch.Tensor  # D1 images and labels (the fingerprint's candidates)
     y1: torch.Tensor
-    builder: ZooBuilder
     source: Trained
     training: list[Trained]
     testing: list[Trained]
@@ -176,7 +175,7 @@ class Study:
 
 
 def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed: int,
-                  data_dir: str | os.PathLike | None = None, progress: bool = False, with_testing: bool = True) -> Study:
+                  data_dir: str | os.PathLike | None = None, progress: bool = False) -> Study:
     """Load the data, split it, and train (or reload from ``zoo_dir``) every model of the study."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -200,12 +199,10 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
     calibration = [m for g in config.calibration for m in builder.group("cal", g, "D1", x1, y1, source)]
     if calibration:
         timings["calibration_models"] = time.perf_counter() - t
-    testing: list[Trained] = []
-    if with_testing:
-        t = time.perf_counter()
-        testing = [m for g in config.testing for m in builder.group("test", g, "D2", x2, y2, source)]
-        timings["testing_models"] = time.perf_counter() - t
-    return Study(data, d1, d2, x1, y1, builder, source, training, testing, timings, calibration)
+    t = time.perf_counter()
+    testing = [m for g in config.testing for m in builder.group("test", g, "D2", x2, y2, source)]
+    timings["testing_models"] = time.perf_counter() - t
+    return Study(data, d1, d2, x1, y1, source, training, testing, timings, calibration)
 
 
 def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str, threshold: float,
@@ -240,9 +237,7 @@ def summarize(rows: list[dict[str, Any]], key: str = "cem") -> dict[str, Any]:
     neg = [r["scores"][key] for r in rows if r["role"] == "reference"]
     res: dict[str, Any] = {"n_surrogates": len(pos), "n_references": len(neg)}
     if pos and neg:
-        res.update(roc_auc=roc_auc(pos, neg), margin=separation_margin(pos, neg),
-                   tpr_at_fpr_0=tpr_at_fpr(pos, neg, 0.0), min_surrogate=min(pos), max_reference=max(neg),
-                   mean_surrogate=sum(pos) / len(pos), mean_reference=sum(neg) / len(neg))
+        res.update(separation_stats(pos, neg))
     return res
 
 

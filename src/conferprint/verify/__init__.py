@@ -1,8 +1,10 @@
-from conferprint.verify.metrics import cae_acc, roc_auc, roc_curve, separation_margin, tpr_at_fpr, verdict
+from conferprint.verify.metrics import (
+    cae_acc, roc_auc, roc_curve, separation_margin, separation_stats, tpr_at_fpr, verdict,
+)
 from conferprint.verify.oracle import Oracle, OracleError, model_oracle, query_labels, random_oracle
 
 __all__ = ["Oracle", "OracleError", "model_oracle", "random_oracle", "query_labels", "cae_acc", "roc_auc",
-           "roc_curve", "tpr_at_fpr", "separation_margin", "verdict", "verify_oracle"]
+           "roc_curve", "tpr_at_fpr", "separation_margin", "separation_stats", "verdict", "verify_oracle"]
 
 
 def verify_oracle(oracle: Oracle, fingerprint, batch_size: int = 256) -> float:

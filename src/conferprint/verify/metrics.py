@@ -52,5 +52,12 @@ def separation_margin(pos: Sequence[float], neg: Sequence[float]) -> float:
     return float(p.min() - n.max())
 
 
+def separation_stats(pos: Sequence[float], neg: Sequence[float]) -> dict[str, float]:
+    """Everything a report says about two groups of scores (positives: surrogates)."""
+    return {"roc_auc": roc_auc(pos, neg), "margin": separation_margin(pos, neg), "tpr_at_fpr_0": tpr_at_fpr(pos, neg, 0.0),
+            "min_surrogate": float(min(pos)), "max_reference": float(max(neg)),
+            "mean_surrogate": sum(pos) / len(pos), "mean_reference": sum(neg) / len(neg)}
+
+
 def verdict(score: float, threshold: float) -> str:
     return "stolen" if score >= threshold else "independent"
