@@ -36,13 +36,75 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from conferprint.verify.local import verify_local_model
+    from conferprint.verify.local import verify_target
+    from conferprint.verify.session import VerifyOptions
 
-    res = verify_local_model(args.fingerprint, args.model, args.arch, threshold=args.threshold)
+    if args.onnx is not None and not args.onnx.endswith(".onnx"):
+        raise ValueError(f"--onnx expects a .onnx file, got {args.onnx}")
+    model = args.model or args.onnx
+    if args.model is not None and args.arch is None:
+        raise ValueError("--model needs --arch (see `conferprint archs`); ONNX files go with --onnx")
+    options = VerifyOptions(alpha=args.alpha, batch_size=args.batch_size, decoy_ratio=args.decoy_ratio,
+                            budget=args.budget, threshold=args.threshold, sequential=not args.no_sequential)
+    http = {"timeout": args.timeout, "retries": args.retries, "rate_limit": args.rate_limit}
+    res = verify_target(args.fingerprint, model=model, arch=args.arch, url=args.url, options=options,
+                        journal=args.journal, expect_digest=args.expect_digest, http=http)
     text = json.dumps(res, indent=2)
     if args.out:
-        Path(args.out).write_text(text)
+        from conferprint._io import atomic_write_text
+
+        atomic_write_text(Path(args.out), text + "\n")
     print(text)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from conferprint.serve import serve_model
+
+    print(f"serving {args.model} ({args.arch}) on http://{args.host}:{args.port}/predict", flush=True)
+    serve_model(args.model, args.arch, host=args.host, port=args.port, top1_only=args.top1_only,
+                max_batch=args.max_batch, threads=args.threads)
+    return 0
+
+
+def _commit(args: argparse.Namespace) -> int:
+    from conferprint.fingerprint import load_fingerprint
+
+    fp = load_fingerprint(args.fingerprint)
+    print(f"{fp.digest()}  {args.fingerprint}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from conferprint.fingerprint import load_fingerprint, save_fingerprint
+    from conferprint.suspects import load_suspect
+    from conferprint.verify.session import fit_null, with_null
+
+    fp = load_fingerprint(args.fingerprint)
+    num_classes = int(fp.manifest.get("num_classes") or int(fp.keys.max()) + 1)
+    shape = tuple(int(v) for v in fp.inputs.shape[1:])
+    refs = {}
+    for item in args.reference:
+        path, _, arch = item.rpartition(":") if not item.endswith(".onnx") else (item, "", "")
+        s = load_suspect(path, arch or None, input_shape=shape, num_classes=num_classes)
+        refs[Path(path).name] = s.oracle
+    null = fit_null(fp, refs)
+    save_fingerprint(with_null(fp, null), args.out)
+    out = load_fingerprint(args.out)
+    print(json.dumps({"null": null.to_json(), "mean": null.mean,
+                      "critical_matches": null.critical_count(len(fp), args.alpha), "alpha": args.alpha,
+                      "fingerprint": str(args.out), "digest": out.digest()}, indent=2))
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from conferprint.models import arch_info
+    from conferprint.suspects import export_onnx, load_torch_model
+
+    model = load_torch_model(args.model, args.arch)
+    size = arch_info(args.arch).input_size
+    path = export_onnx(model, args.out, (int(model[0].mean.numel()), size, size))
+    print(f"wrote {path}")
     return 0
 
 
@@ -67,13 +129,55 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=_quickstart)
 
-    v = sub.add_parser("verify", help="verify a local model file against a fingerprint")
+    v = sub.add_parser("verify", help="verify a suspect (model file, ONNX file or HTTP API) against a fingerprint")
     v.add_argument("--fingerprint", required=True, help="fingerprint .safetensors or .json")
-    v.add_argument("--model", required=True, help="model weights (.safetensors)")
-    v.add_argument("--arch", required=True, help="architecture name (see `conferprint archs`)")
-    v.add_argument("--threshold", type=float, default=0.75)
+    who = v.add_mutually_exclusive_group(required=True)
+    who.add_argument("--model", help="model weights (.safetensors, or a weights-only .pt/.pth); needs --arch")
+    who.add_argument("--onnx", help="an ONNX model file")
+    who.add_argument("--url", help="the suspect's prediction endpoint, e.g. http://host:8000/predict")
+    v.add_argument("--arch", default=None, help="architecture name of --model (see `conferprint archs`)")
+    v.add_argument("--budget", type=int, default=None, help="most queries to send, decoys included")
+    v.add_argument("--alpha", type=float, default=1e-3, help="false-accusation rate of the test (default 1e-3)")
+    v.add_argument("--threshold", type=float, default=None,
+                   help="fixed CAEAcc threshold; only for fingerprints without a stored null")
+    v.add_argument("--batch-size", type=int, default=32, help="largest batch per request (sizes vary below it)")
+    v.add_argument("--decoy-ratio", type=float, default=1.0, help="benign decoys per fingerprint query")
+    v.add_argument("--no-sequential", action="store_true", help="ask every fingerprint query, no early stop")
+    v.add_argument("--journal", default=None, help="JSON-lines journal: an interrupted verification resumes from it")
+    v.add_argument("--expect-digest", default=None, help="refuse a fingerprint whose digest is not this commitment")
+    v.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request")
+    v.add_argument("--retries", type=int, default=4, help="retries on timeouts, dropped connections and 5xx")
+    v.add_argument("--rate-limit", type=float, default=None, help="most HTTP requests per second")
     v.add_argument("--out", default=None, help="also write the JSON result here")
     v.set_defaults(func=_verify)
+
+    s = sub.add_parser("serve", help="serve a model over HTTP (POST /predict)")
+    s.add_argument("--model", required=True, help="model weights (.safetensors or weights-only .pt)")
+    s.add_argument("--arch", required=True, help="architecture name (see `conferprint archs`)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--top1-only", action="store_true", help="answer labels only, no probabilities")
+    s.add_argument("--max-batch", type=int, default=256)
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.set_defaults(func=_serve)
+
+    c = sub.add_parser("commit", help="print the fingerprint's digest: the commitment to publish before a dispute")
+    c.add_argument("fingerprint")
+    c.set_defaults(func=_commit)
+
+    cal = sub.add_parser("calibrate", help="fit the CAEAcc null on independent reference models; writes a new fingerprint")
+    cal.add_argument("--fingerprint", required=True)
+    cal.add_argument("--reference", action="append", required=True,
+                     help="PATH:ARCH of a weights file, or PATH.onnx; repeat (generation must not have used them)")
+    cal.add_argument("--out", required=True, help="the calibrated fingerprint (new digest)")
+    cal.add_argument("--alpha", type=float, default=1e-3, help="report the critical count at this rate")
+    cal.set_defaults(func=_calibrate)
+
+    e = sub.add_parser("export-onnx", help="write a model file as ONNX")
+    e.add_argument("--model", required=True)
+    e.add_argument("--arch", required=True)
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=_export_onnx)
 
     a = sub.add_parser("archs", help="list the architectures")
     a.set_defaults(func=_archs)
@@ -83,13 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from conferprint.data import DataFormatError, DataNotFoundError
-    from conferprint.fingerprint import FingerprintError, GenerationError
-    from conferprint.zoo import ZooError
+    from conferprint.errors import ConferprintError
 
     try:
         return args.func(args)
-    except (DataNotFoundError, DataFormatError, FingerprintError, GenerationError, ZooError, ValueError) as e:
+    except (ConferprintError, ValueError) as e:
         print(f"conferprint: error: {e}", file=sys.stderr)
         return 2
 

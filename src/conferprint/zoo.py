@@ -20,13 +20,14 @@ from torch import nn
 
 from conferprint._io import atomic_write, atomic_write_text
 from conferprint.models import build_model
+from conferprint.errors import ConferprintError
 
 log = logging.getLogger(__name__)
 
 ROLES = ("source", "surrogate", "reference", "stolen")
 
 
-class ZooError(RuntimeError):
+class ZooError(ConferprintError, RuntimeError):
     pass
 
 

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conferprint.errors import ConferprintError
 
 log = logging.getLogger(__name__)
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(ConferprintError, FileNotFoundError):
     """No copy of a dataset was found in any of the places searched."""
 
 
-class DataFormatError(ValueError):
+class DataFormatError(ConferprintError, ValueError):
     """A dataset file exists but is not in the expected official format."""
 
 

@@ -28,9 +28,12 @@ from conferprint._io import atomic_write_text
 from conferprint.data import load_dataset, split_defender_attacker
 from conferprint.experiments.zoo_builder import Group, Trained, ZooBuilder
 from conferprint.fingerprint import CEM, PGD, Fingerprint, FingerprintError, load_fingerprint, save_fingerprint
+from conferprint.fingerprint.artifact import add_decoys
 from conferprint.training import TrainConfig
 from conferprint.verify import model_oracle, roc_auc, separation_margin, separation_stats, verdict, verify_oracle
 from conferprint.verify.calibration import FamilyNull, control_difference
+from conferprint.verify.null import NullModel
+from conferprint.verify.session import with_null
 from conferprint.zoo import Zoo
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,8 @@ def _make_fingerprint(method, name: str, out: Path, source: Trained, surr: list[
     fp = method.generate(source.model, [m.model for m in surr], [m.model for m in refs], x, y, seed=seed,
                          num_classes=num_classes, source_sha256=source.meta["sha256"], progress=progress)
     fp.manifest["training_models"] = expect["training_models"]
+    # benign decoys from the defender's own data, mixed among the queries at verification
+    fp = add_decoys(fp, x, min(len(fp), len(x)), seed + 1)
     save_fingerprint(fp, path)
     return fp, True
 
@@ -292,6 +297,10 @@ def run_quickstart(
     source_row = score_models([source], fps, "source", config.threshold)[0]
     timings["verify"] = time.perf_counter() - t
 
+    null_test = null_decisions(models, len(fp), NULL_ALPHA)
+    if null_test.get("null") is not None:  # store the null: `conferprint verify` then gives p-values
+        save_fingerprint(with_null(fp, NullModel.from_json(null_test["null"])), out / "fingerprint")
+
     key = "calibrated" if config.score != "cae_acc" else "cem"
     cem_summary = summarize(models, key)
     tp = sum(r["verdict"] == "stolen" for r in models if r["role"] == "surrogate")
@@ -309,6 +318,7 @@ def run_quickstart(
         "per_arch": per_arch(models, key),
         "threshold": config.threshold,
         "decisions": {"true_positives": tp, "false_positives": fpos},
+        "null_test": null_test,
         "fingerprint": {"size": len(fp), "method": fp.manifest["method"], "content_sha256": fp.manifest["content_sha256"],
                         "stats": fp.manifest.get("stats"), "params": fp.manifest.get("params"),
                         "max_linf": float(fp.perturbation_linf().max()) if fp.originals is not None else None,
@@ -330,6 +340,37 @@ def run_quickstart(
     write_report(out, results, fp, data.classes, baselines)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results
+
+
+NULL_ALPHA = 1e-3  # the false-accusation rate `conferprint verify` uses by default
+
+
+def null_decisions(models: list[dict[str, Any]], n: int, alpha: float) -> dict[str, Any]:
+    """The p-value test of `conferprint verify` on the testing models, from raw CAEAcc on the CEM fingerprint.
+
+    The null is fitted on the testing references (generation never used them) and stored with the
+    fingerprint. Each reference is judged against the null fitted on the *other* references
+    (leave-one-out), so no model is judged by a null it helped fit.
+    """
+    refs = [r for r in models if r["role"] == "reference"]
+    if len(refs) < 3:
+        return {"null": None, "reason": "fewer than 3 testing references"}
+    full = NullModel.fit([r["cae_acc"] for r in refs], n, [r["name"] for r in refs])
+    per_model = {}
+    for r in models:
+        if r["role"] == "reference":
+            others = [o for o in refs if o is not r]
+            null = NullModel.fit([o["cae_acc"] for o in others], n, [o["name"] for o in others])
+        else:
+            null = full
+        k = round(r["cae_acc"] * n)
+        per_model[r["name"]] = {"role": r["role"], "matches": k, "p_value": null.p_value(k, n),
+                                "leave_one_out": r["role"] == "reference"}
+    stolen = {name: v["p_value"] <= alpha for name, v in per_model.items()}
+    return {"alpha": alpha, "null": full.to_json(), "null_mean": full.mean, "critical_matches": full.critical_count(n, alpha),
+            "per_model": per_model,
+            "true_positives": sum(stolen[r["name"]] for r in models if r["role"] == "surrogate"),
+            "false_positives": sum(stolen[r["name"]] for r in refs)}
 
 
 def versions() -> dict[str, Any]:

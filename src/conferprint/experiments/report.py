@@ -77,6 +77,17 @@ def plot_fingerprint(path: Path, fp: Fingerprint, classes: list[str], n: int = 1
     plt.close(fig)
 
 
+def _null_lines(nt: dict[str, Any] | None) -> list[str]:
+    if not nt or nt.get("null") is None:
+        return []
+    n_s = sum(v["role"] == "surrogate" for v in nt["per_model"].values())
+    n_r = len(nt["per_model"]) - n_s
+    return [f"p-value test of `conferprint verify` (raw CAEAcc, beta-binomial null fitted on the testing references, "
+            f"mean {nt['null_mean']:.3f}; references judged leave-one-out): at α = {nt['alpha']:g}, "
+            f"{nt['true_positives']} of {n_s} surrogates called stolen, {nt['false_positives']} of {n_r} references; "
+            f"'stolen' needs {nt['critical_matches']} matches.", ""]
+
+
 def write_report(out: Path, results: dict[str, Any], fp: Fingerprint, classes: list[str],
                  baselines: dict[str, Fingerprint]) -> None:
     methods = {"cem": "CEM", **{k: k.upper() for k in baselines}}
@@ -107,6 +118,7 @@ def write_report(out: Path, results: dict[str, Any], fp: Fingerprint, classes: l
         f"surrogates called stolen, {results['decisions']['false_positives']} of {sep['n_references']} references "
         "wrongly called stolen.",
         "",
+        *_null_lines(results.get("null_test")),
         "## Per testing model (CEM fingerprint)",
         "",
         f"Decisive score: `{results.get('score', 'cae_acc')}`"

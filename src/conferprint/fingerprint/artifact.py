@@ -4,6 +4,12 @@ The manifest records the method, its parameters, the source model's sha256 and `
 a digest of the tensors in a canonical encoding (name, dtype, shape, little-endian bytes). Loading
 recomputes that digest and refuses a file whose content does not match its manifest. Nothing is
 unpickled: safetensors and JSON only.
+
+Optional parts used by verification: ``decoys`` (benign inputs from the owner's data, mixed among
+the fingerprint's queries so that a suspect cannot tell which answers count) and the manifest's
+``null`` (the CAEAcc null distribution of independent models, :class:`conferprint.verify.null.NullModel`).
+:func:`fingerprint_digest` hashes the whole manifest (hence the tensors, through ``content_sha256``,
+and the null): it is the commitment an owner publishes before any dispute.
 """
 from __future__ import annotations
 
@@ -18,13 +24,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conferprint._io import atomic_write, atomic_write_text
+from conferprint.errors import ConferprintError
 
 FORMAT = "conferprint-fingerprint/1"
 REQUIRED = {"inputs": torch.float32, "keys": torch.int64}
 OPTIONAL = {"originals": torch.float32, "original_labels": torch.int64, "train_confer": torch.float32}
+EXTRA = {"decoys": torch.float32}  # tensors with their own row count
 
 
-class FingerprintError(ValueError):
+class FingerprintError(ConferprintError, ValueError):
     """A fingerprint file is missing, malformed, or does not match its manifest."""
 
 
@@ -35,6 +43,7 @@ class Fingerprint:
     originals: torch.Tensor | None = None  # clean inputs the examples were made from
     original_labels: torch.Tensor | None = None  # their true labels
     train_confer: torch.Tensor | None = None  # hard Confer on the training models
+    decoys: torch.Tensor | None = None  # (D, C, H, W) benign inputs mixed among the queries
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -42,7 +51,7 @@ class Fingerprint:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"inputs": self.inputs, "keys": self.keys}
-        for k in OPTIONAL:
+        for k in (*OPTIONAL, *EXTRA):
             v = getattr(self, k)
             if v is not None:
                 out[k] = v
@@ -55,6 +64,54 @@ class Fingerprint:
         if self.originals is None:
             raise FingerprintError("this fingerprint does not store its original inputs")
         return (self.inputs - self.originals).abs().flatten(1).amax(1)
+
+    def digest(self) -> str:
+        """The commitment: :func:`fingerprint_digest` of the manifest (saved or loaded fingerprints only)."""
+        if "content_sha256" not in self.manifest:
+            raise FingerprintError("an unsaved fingerprint has no digest yet; save it first")
+        return fingerprint_digest(self.manifest)
+
+    @property
+    def null(self):
+        """The stored null distribution (:class:`~conferprint.verify.null.NullModel`), or None."""
+        from conferprint.verify.null import NullModel
+
+        d = self.manifest.get("null")
+        return None if d is None else NullModel.from_json(d)
+
+
+def fingerprint_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest in canonical JSON (sorted keys, no whitespace), without the file name.
+
+    The manifest holds ``content_sha256`` (the tensors), the parameters and the null, so this one
+    hex string commits to everything a verification uses.
+    """
+    body = {k: v for k, v in manifest.items() if k != "tensors"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def add_decoys(fp: Fingerprint, pool: torch.Tensor, count: int, seed: int) -> Fingerprint:
+    """A copy of ``fp`` with ``count`` benign decoys drawn (seeded) from ``pool``, none equal to an original.
+
+    Decoys must be natural inputs of the owner's data: an attacker who sees them among the queries
+    should find nothing that tells them apart from ordinary traffic.
+    """
+    if pool.ndim != 4 or tuple(pool.shape[1:]) != tuple(fp.inputs.shape[1:]):
+        raise ValueError(f"decoy pool of shape {tuple(pool.shape)} does not match inputs {tuple(fp.inputs.shape)}")
+    candidates = torch.arange(len(pool))
+    if fp.originals is not None and len(pool):
+        flat_pool, flat_orig = pool.flatten(1), fp.originals.flatten(1)
+        clash = torch.zeros(len(pool), dtype=torch.bool)
+        for i in range(0, len(pool), 4096):
+            clash[i: i + 4096] = (torch.cdist(flat_pool[i: i + 4096], flat_orig) == 0).any(1)
+        candidates = candidates[~clash]
+    if count > len(candidates):
+        raise ValueError(f"asked for {count} decoys but the pool has only {len(candidates)} usable inputs")
+    gen = torch.Generator().manual_seed(seed)
+    pick = candidates[torch.randperm(len(candidates), generator=gen)[:count]]
+    return Fingerprint(fp.inputs, fp.keys, fp.originals, fp.original_labels, fp.train_confer,
+                       pool[pick].to(torch.float32).contiguous(), dict(fp.manifest))
 
 
 def content_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -92,7 +149,7 @@ def _validate_tensors(tensors: dict[str, torch.Tensor], where: str) -> None:
         if name not in tensors:
             raise FingerprintError(f"{where}: tensor {name!r} is missing")
     for name, t in tensors.items():
-        want = REQUIRED.get(name) or OPTIONAL.get(name)
+        want = REQUIRED.get(name) or OPTIONAL.get(name) or EXTRA.get(name)
         if want is None:
             raise FingerprintError(f"{where}: unexpected tensor {name!r}")
         if t.dtype != want:
@@ -109,6 +166,16 @@ def _validate_tensors(tensors: dict[str, torch.Tensor], where: str) -> None:
     for name in OPTIONAL:
         if name in tensors and len(tensors[name]) != len(k):
             raise FingerprintError(f"{where}: tensor {name!r} has {len(tensors[name])} rows, expected {len(k)}")
+    d = tensors.get("decoys")
+    if d is not None:
+        if d.ndim != 4 or tuple(d.shape[1:]) != tuple(x.shape[1:]):
+            raise FingerprintError(f"{where}: decoys {tuple(d.shape)} do not match inputs {tuple(x.shape)}")
+        if not torch.isfinite(d).all() or (len(d) and (float(d.min()) < 0 or float(d.max()) > 1)):
+            raise FingerprintError(f"{where}: decoys must be finite and inside [0, 1]")
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not valid in a manifest")
 
 
 def load_fingerprint(path: str | os.PathLike) -> Fingerprint:
@@ -118,8 +185,8 @@ def load_fingerprint(path: str | os.PathLike) -> Fingerprint:
         if not p.is_file():
             raise FingerprintError(f"fingerprint file {p} not found")
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"), parse_constant=_no_constants)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         raise FingerprintError(f"{mpath}: manifest is not valid JSON ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise FingerprintError(f"{mpath}: not a {FORMAT} manifest")
@@ -140,7 +207,15 @@ def load_fingerprint(path: str | os.PathLike) -> Fingerprint:
     num_classes = manifest.get("num_classes")
     if isinstance(num_classes, int) and int(tensors["keys"].max()) >= num_classes:
         raise FingerprintError(f"{tpath}: keys outside 0..{num_classes - 1}")
+    if "null" in manifest:
+        from conferprint.verify.null import NullModel
+
+        try:
+            NullModel.from_json(manifest["null"])
+        except ValueError as e:
+            raise FingerprintError(f"{mpath}: {e}") from None
     return Fingerprint(
         inputs=tensors["inputs"], keys=tensors["keys"], originals=tensors.get("originals"),
-        original_labels=tensors.get("original_labels"), train_confer=tensors.get("train_confer"), manifest=manifest,
+        original_labels=tensors.get("original_labels"), train_confer=tensors.get("train_confer"),
+        decoys=tensors.get("decoys"), manifest=manifest,
     )

@@ -17,12 +17,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from conferprint.fingerprint.artifact import Fingerprint
+from conferprint.errors import ConferprintError
 from conferprint.fingerprint.ensemble import balanced_pick, select_conferrable
 from conferprint.training import predict_labels
 
 log = logging.getLogger(__name__)
 
-class GenerationError(RuntimeError):
+class GenerationError(ConferprintError, RuntimeError):
     """Generation produced no usable example."""
 
 

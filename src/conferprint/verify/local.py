@@ -1,38 +1,45 @@
-"""Verify a model file someone handed over: safetensors weights + an architecture name, never a pickle."""
+"""Verify a suspect given as a file (safetensors + arch, ONNX, weights-only .pt) or as an HTTP URL."""
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from safetensors import safe_open
-
-from conferprint.fingerprint import load_fingerprint
-from conferprint.models import build_model
-from conferprint.verify import model_oracle, verdict, verify_oracle
-from conferprint.zoo import ZooError, load_weights, sha256_file
+from conferprint.fingerprint import FingerprintError, load_fingerprint
+from conferprint.verify.session import VerifyOptions, verify_suspect
+from conferprint.zoo import sha256_file
 
 
-def load_model_file(path: str | os.PathLike, arch: str, *, in_channels: int, num_classes: int):
-    """Build ``arch`` and load safetensors weights (normalisation constants included) into it."""
-    if not str(path).endswith(".safetensors"):
-        raise ZooError(f"{path}: only .safetensors model files are accepted")
-    if not os.path.isfile(path):
-        raise ZooError(f"model file {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = set(f.keys())
-    except Exception as e:  # noqa: BLE001
-        raise ZooError(f"{path}: not a readable safetensors file ({e})") from e
-    if "0.mean" not in keys:
-        raise ZooError(f"{path}: no normalisation constants ('0.mean'); not a conferprint model of arch {arch!r}")
-    return load_weights(build_model(arch, in_channels=in_channels, num_classes=num_classes), path).eval()
+def verify_target(fingerprint: str | os.PathLike, *, model: str | os.PathLike | None = None, arch: str | None = None,
+                  url: str | None = None, options: VerifyOptions = VerifyOptions(),
+                  journal: str | os.PathLike | None = None, expect_digest: str | None = None,
+                  http: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load the fingerprint (refusing a tampered one), open the suspect, run :func:`verify_suspect`.
 
-
-def verify_local_model(fingerprint: str | os.PathLike, model: str | os.PathLike, arch: str, *,
-                       threshold: float = 0.75) -> dict[str, Any]:
+    Exactly one of ``model`` (a file) and ``url`` names the suspect. ``expect_digest`` is the
+    published commitment: a fingerprint whose digest differs is refused. ``http`` passes options
+    (timeout, retries, backoff, rate_limit, headers) to :class:`~conferprint.verify.remote.HttpOracle`.
+    """
+    if (model is None) == (url is None):
+        raise ValueError("name exactly one suspect: a model file or a URL")
     fp = load_fingerprint(fingerprint)
+    digest = fp.digest()
+    if expect_digest is not None and expect_digest.removeprefix("sha256:") != digest.removeprefix("sha256:"):
+        raise FingerprintError(f"fingerprint digest {digest} differs from the committed {expect_digest}")
     num_classes = int(fp.manifest.get("num_classes") or int(fp.keys.max()) + 1)
-    net = load_model_file(model, arch, in_channels=int(fp.inputs.shape[1]), num_classes=num_classes)
-    score = verify_oracle(model_oracle(net), fp)
-    return {"cae_acc": score, "threshold": threshold, "verdict": verdict(score, threshold), "queries_used": len(fp),
-            "fingerprint_content_sha256": fp.manifest["content_sha256"], "model_sha256": sha256_file(model), "arch": arch}
+    shape = tuple(int(v) for v in fp.inputs.shape[1:])
+    if url is not None:
+        from conferprint.verify.remote import HttpOracle
+
+        oracle = HttpOracle(url, num_classes=num_classes, **(http or {}))
+        suspect, info = url, {"kind": "url", "url": url}
+    else:
+        from conferprint.suspects import load_suspect
+
+        s = load_suspect(model, arch, input_shape=shape, num_classes=num_classes)  # type: ignore[arg-type]
+        oracle, sha = s.oracle, sha256_file(model)  # type: ignore[arg-type]
+        suspect, info = f"sha256:{sha}", {**s.describe(), "sha256": sha}
+    res = verify_suspect(fp, oracle, suspect=suspect, options=options, journal=journal)
+    res["suspect_info"] = info
+    if url is not None:
+        res["http"] = {"requests": oracle.calls, "retried": oracle.retried}
+    return res

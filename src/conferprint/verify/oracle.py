@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from conferprint.training import predict_labels
+from conferprint.errors import ConferprintError
 
 Oracle = Callable[[torch.Tensor], torch.Tensor]
 
 
-class OracleError(RuntimeError):
+class OracleError(ConferprintError, RuntimeError):
     """A suspect answered something that is not one label per query."""
 
 

@@ -1,0 +1,3 @@
+from conferprint.cli import main
+
+raise SystemExit(main())
