@@ -38,3 +38,39 @@ def digit_models(digits):
     surrogates = [_train(a, x1, soft, seed=10 + i) for i, a in enumerate(["digits_cnn", "digits_linear"])]
     references = [_train(a, x1, y1, seed=20 + i) for i, a in enumerate(["digits_cnn", "digits_linear"])]
     return {"source": source, "surrogates": surrogates, "references": references, "x": x1, "y": y1}
+
+
+@pytest.fixture(scope="session")
+def verification_kit(digit_models, digits, tmp_path_factory):
+    """Model files and a calibrated fingerprint for the verification tests (all on real digits).
+
+    The null is fitted on 4 references trained on the *other* half of the data (never seen by
+    generation); ``reference.safetensors`` is a fifth, unseen one; ``finetuned.safetensors`` is the
+    source fine-tuned on that other half (a stolen copy).
+    """
+    import copy
+
+    from conferprint.fingerprint import CEM, save_fingerprint
+    from conferprint.fingerprint.artifact import add_decoys
+    from conferprint.verify import model_oracle
+    from conferprint.verify.session import fit_null, with_null
+    from conferprint.zoo import state_dict_for_save
+    from safetensors.torch import save_file
+
+    m = digit_models
+    root = tmp_path_factory.mktemp("kit")
+    x, y = digits.x_train, digits.y_train
+    x2, y2 = x[len(x) // 2:], y[len(y) // 2:]
+    cem = CEM(eps=0.15, steps=30, lr=0.03, size=40, batch_size=128, max_candidates=512, tau=0.5, target="conferrable")
+    fp = cem.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    fp = add_decoys(fp, digits.x_test, len(fp), seed=1)
+    null_refs = {f"null-{a}-{i}": _train(a, x2, y2, seed=40 + i) for i, a in enumerate(["digits_cnn", "digits_linear"] * 2)}
+    fp = with_null(fp, fit_null(fp, {k: model_oracle(v) for k, v in null_refs.items()}))
+    save_fingerprint(fp, root / "fp")
+    finetuned = copy.deepcopy(m["source"]).requires_grad_(True)
+    train_model(finetuned, x2, y2, TrainConfig(epochs=5, batch_size=64, lr=0.01, augment=False), seed=3)
+    files = {"source": m["source"], "finetuned": finetuned.eval(), "reference": _train("digits_cnn", x2, y2, seed=77)}
+    for name, model in files.items():
+        save_file(state_dict_for_save(model), str(root / f"{name}.safetensors"))
+    return {"root": root, "fingerprint": root / "fp.json", "arch": "digits_cnn", "models": files,
+            "files": {k: root / f"{k}.safetensors" for k in files}}

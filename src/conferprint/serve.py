@@ -9,7 +9,6 @@ Endpoints:
   values outside [0, 1].
 * ``GET /health`` — ``{"status": "ok"}``; ``GET /info`` — input shape, classes, limits.
 """
-from __future__ import annotations
 
 import json
 import math

@@ -7,7 +7,10 @@
 * **Journal.** With ``journal=PATH`` every answered batch is appended (and fsynced) to a JSON-lines
   file before the next is sent. Started again with the same journal, a verification replays the
   answers it has and asks only what is missing: no query is asked twice, and the verdict is the
-  same. The journal's header pins the fingerprint digest, the suspect and the options; a journal of
+  same. A batch that was sent but whose answer was never journaled (the process died while it
+  was in flight) is *not* asked again — the suspect could notice a repeated probe — and its
+  fingerprint queries count as mismatches, which can only make the test more lenient towards the
+  suspect, never raise the false-accusation rate. The journal's header pins the fingerprint digest, the suspect and the options; a journal of
   another verification is refused (the budget may change between runs). A line cut short by a
   crash is dropped.
 * **Decision.** With a null distribution stored in the fingerprint (``NullModel``), the test is the
@@ -84,6 +87,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike, header: dict[str, Any]):
         self.path = Path(path)
         self.answers: dict[int, list[int]] = {}
+        self.sent: set[int] = set()  # batches sent; those without an answer were lost in flight
         self.result: dict[str, Any] | None = None
         if self.path.exists() and self.path.stat().st_size > 0:
             self.header = self._read(header)
@@ -121,6 +125,10 @@ class Journal:
                 if not isinstance(idx, int) or not isinstance(labels, list) or not all(isinstance(v, int) for v in labels):
                     raise JournalError(f"{self.path}: malformed batch record {str(rec)[:120]}")
                 self.answers[idx] = labels
+            elif rec.get("type") == "sent":
+                if not isinstance(rec.get("index"), int):
+                    raise JournalError(f"{self.path}: malformed sent record {str(rec)[:120]}")
+                self.sent.add(rec["index"])
             elif rec.get("type") == "result":
                 self.result = rec.get("result")
         return header
@@ -131,6 +139,10 @@ class Journal:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+    def sending(self, index: int) -> None:
+        self._append({"type": "sent", "index": index})
+        self.sent.add(index)
 
     def record(self, index: int, labels: list[int]) -> None:
         self._append({"type": "batch", "index": index, "labels": labels})
@@ -171,7 +183,7 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
     else:
         k_star = max(1, math.ceil(options.threshold * n - 1e-9))  # type: ignore[operator]
     t0 = time.perf_counter()
-    matches = asked_fp = asked_decoys = replayed = 0
+    matches = asked_fp = asked_decoys = replayed = lost_fp = lost_decoys = 0
     decided = None
     budget_hit = False
     for b, items in enumerate(batches):
@@ -180,11 +192,17 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
             if len(labels) != len(items):
                 raise JournalError(f"{jr.path}: batch {b} has {len(labels)} answers for {len(items)} queries")
             replayed += len(items)
+        elif jr is not None and b in jr.sent:  # lost in flight before a crash: never asked again
+            lost_fp += sum(i >= 0 for i in items)
+            lost_decoys += sum(i < 0 for i in items)
+            continue
         else:
             if options.budget is not None and asked_fp + asked_decoys + len(items) > options.budget:
                 budget_hit = True
                 break
             x = torch.stack([fp.inputs[i] if i >= 0 else decoys[-1 - i] for i in items])
+            if jr is not None:
+                jr.sending(b)
             labels = query_labels(oracle, x, num_classes).tolist()
             if jr is not None:
                 jr.record(b, labels)
@@ -194,14 +212,14 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
                 matches += int(lab == int(fp.keys[i]))
             else:
                 asked_decoys += 1
-        if options.sequential or asked_fp == n:
+        if options.sequential or asked_fp + lost_fp == n:
             if matches >= k_star:
                 decided = "stolen"
-            elif matches + (n - asked_fp) < k_star:
+            elif matches + (n - asked_fp - lost_fp) < k_star:
                 decided = "independent"
             if decided is not None:
                 break
-    complete = asked_fp == n
+    complete = asked_fp + lost_fp == n
     if decided is None:
         verdict, reason = "undecided", ("query budget spent before the verdict was certain" if budget_hit
                                         else "the test cannot reach the chosen rate with this fingerprint and null")
@@ -220,7 +238,8 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
         "matches": matches,
         "fingerprint_queries": asked_fp,
         "decoy_queries": asked_decoys,
-        "queries_used": asked_fp + asked_decoys,
+        "queries_used": asked_fp + asked_decoys + lost_fp + lost_decoys,
+        "queries_lost_in_flight": lost_fp + lost_decoys,
         "queries_replayed_from_journal": replayed,
         "fingerprint_size": n,
         "stopped_early": verdict != "undecided" and not complete,
@@ -237,10 +256,10 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
         "seconds": time.perf_counter() - t0,
     }
     if null is not None and asked_fp:
-        if complete:
+        if complete and not lost_fp:
             result["p_value"], result["p_value_kind"] = null.p_value(matches, n), "exact"
         elif verdict == "independent":  # the best the full test could still have reached
-            result["p_value"], result["p_value_kind"] = null.p_value(matches + n - asked_fp, n), "lower_bound"
+            result["p_value"], result["p_value_kind"] = null.p_value(matches + n - asked_fp - lost_fp, n), "lower_bound"
         else:  # stolen early, or undecided: the full test's p-value is at most this
             result["p_value"], result["p_value_kind"] = null.p_value(matches, n), "upper_bound"
         result["p_value_empirical"] = null.empirical_p(matches / asked_fp)
