@@ -81,12 +81,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     from conferprint.verify.session import fit_null, with_null
 
     fp = load_fingerprint(args.fingerprint)
-    num_classes = int(fp.manifest.get("num_classes") or int(fp.keys.max()) + 1)
-    shape = tuple(int(v) for v in fp.inputs.shape[1:])
     refs = {}
     for item in args.reference:
         path, _, arch = item.rpartition(":") if not item.endswith(".onnx") else (item, "", "")
-        s = load_suspect(path, arch or None, input_shape=shape, num_classes=num_classes)
+        s = load_suspect(path, arch or None, input_shape=fp.input_shape, num_classes=fp.num_classes)
         refs[Path(path).name] = s.oracle
     null = fit_null(fp, refs)
     save_fingerprint(with_null(fp, null), args.out)
@@ -98,12 +96,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from conferprint.models import arch_info
-    from conferprint.suspects import export_onnx, load_torch_model
+    from conferprint.suspects import export_onnx, load_torch_model, model_input_shape
 
     model = load_torch_model(args.model, args.arch)
-    size = arch_info(args.arch).input_size
-    path = export_onnx(model, args.out, (int(model[0].mean.numel()), size, size))
+    path = export_onnx(model, args.out, model_input_shape(model, args.arch))
     print(f"wrote {path}")
     return 0
 

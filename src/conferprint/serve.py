@@ -33,6 +33,7 @@ def create_app(predict: PredictFn, *, input_shape: tuple[int, int, int], num_cla
 
     lock = threading.Lock()
     per_input = math.prod(input_shape)
+    expected = f"(N, {', '.join(map(str, input_shape))})"
     max_body = max_batch * per_input * 32 + 4096  # a generous bound on JSON text per number
     app = FastAPI(title="conferprint model server", version="1")
 
@@ -70,12 +71,12 @@ def create_app(predict: PredictFn, *, input_shape: tuple[int, int, int], num_cla
         try:
             arr = np.asarray(inputs)
         except (ValueError, TypeError) as e:
-            return error(422, f"'inputs' is not a regular array of shape (N, {', '.join(map(str, input_shape))}): {e}")
+            return error(422, f"'inputs' is not a regular array of shape {expected}: {e}")
         if arr.dtype.kind not in "fiu":
             return error(400, f"'inputs' must hold numbers only (got {arr.dtype.kind!r} values, e.g. strings, "
                               "booleans or ragged rows)")
         if arr.ndim != 4 or tuple(arr.shape[1:]) != tuple(input_shape):
-            return error(422, f"'inputs' has shape {tuple(arr.shape)}; expected (N, {', '.join(map(str, input_shape))})")
+            return error(422, f"'inputs' has shape {tuple(arr.shape)}; expected {expected}")
         arr = arr.astype(np.float32)
         if not np.isfinite(arr).all():
             return error(422, "'inputs' holds NaN or infinite values")
@@ -103,16 +104,14 @@ def serve_model(model_path: str, arch: str, *, host: str = "127.0.0.1", port: in
     """Load ``model_path`` (safetensors or weights-only .pt, never a pickle of code) and serve it until stopped."""
     import uvicorn
 
-    from conferprint.models import arch_info
-    from conferprint.suspects import load_torch_model
+    from conferprint.suspects import load_torch_model, model_input_shape
     from conferprint.training import predict_logits
 
     if threads is not None:
         torch.set_num_threads(threads)
     model = load_torch_model(model_path, arch)
-    in_channels = int(model[0].mean.numel())
-    num_classes = int(model(torch.zeros(1, in_channels, arch_info(arch).input_size, arch_info(arch).input_size)).shape[1])
-    size = arch_info(arch).input_size
-    app = create_app(lambda x: predict_logits(model, x), input_shape=(in_channels, size, size), num_classes=num_classes,
+    shape = model_input_shape(model, arch)
+    num_classes = int(predict_logits(model, torch.zeros(1, *shape)).shape[1])
+    app = create_app(lambda x: predict_logits(model, x), input_shape=shape, num_classes=num_classes,
                      top1_only=top1_only, max_batch=max_batch)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -139,6 +139,12 @@ def load_torch_model(path: str | os.PathLike, arch: str, *, in_channels: int | N
     return model.eval()
 
 
+def model_input_shape(model: nn.Module, arch: str) -> tuple[int, int, int]:
+    """(C, H, W) that a conferprint model of ``arch`` takes (channels from its normalisation)."""
+    size = arch_info(arch).input_size
+    return int(model[0].mean.numel()), size, size
+
+
 class OnnxModel:
     """An ONNX classifier run by onnxruntime: inputs ``(N, C, H, W)`` float32 in [0, 1].
 

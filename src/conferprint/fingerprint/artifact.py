@@ -65,6 +65,15 @@ class Fingerprint:
             raise FingerprintError("this fingerprint does not store its original inputs")
         return (self.inputs - self.originals).abs().flatten(1).amax(1)
 
+    @property
+    def num_classes(self) -> int:
+        """The manifest's class count, else one more than the largest key."""
+        return int(self.manifest.get("num_classes") or int(self.keys.max()) + 1)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.inputs.shape[1:])  # type: ignore[return-value]
+
     def digest(self) -> str:
         """The commitment: :func:`fingerprint_digest` of the manifest (saved or loaded fingerprints only)."""
         if "content_sha256" not in self.manifest:

@@ -25,8 +25,7 @@ def verify_target(fingerprint: str | os.PathLike, *, model: str | os.PathLike | 
     digest = fp.digest()
     if expect_digest is not None and expect_digest.removeprefix("sha256:") != digest.removeprefix("sha256:"):
         raise FingerprintError(f"fingerprint digest {digest} differs from the committed {expect_digest}")
-    num_classes = int(fp.manifest.get("num_classes") or int(fp.keys.max()) + 1)
-    shape = tuple(int(v) for v in fp.inputs.shape[1:])
+    num_classes, shape = fp.num_classes, fp.input_shape
     if url is not None:
         from conferprint.verify.remote import HttpOracle
 

@@ -52,6 +52,7 @@ class HttpOracle:
         self._rng = random.Random(seed)  # jitter only; a private generator, the global one is untouched
         self._sleep, self._clock = sleep, clock
         self._next_slot = 0.0
+        self._retry_after: float | None = None  # from the last 429's Retry-After header
         self.calls = 0
         self.retried = 0
 
@@ -64,9 +65,8 @@ class HttpOracle:
             if attempt:
                 self.retried += 1
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * (0.5 + self._rng.random())
-                retry_after = getattr(self, "_retry_after", None)
-                if retry_after is not None:
-                    delay = max(delay, min(retry_after, self.max_backoff))
+                if self._retry_after is not None:
+                    delay = max(delay, min(self._retry_after, self.max_backoff))
                 log.info("retry %d/%d in %.2f s after: %s", attempt, self.retries, delay, last)
                 self._sleep(delay)
             self._retry_after = None
