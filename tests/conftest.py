@@ -17,6 +17,22 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
+def tiny_quickstart(tmp_path_factory):
+    """The quickstart's tiny preset run once through the CLI: ``(out dir, results)``."""
+    import json
+
+    from conferprint.cli import main
+
+    if not FMNIST_DIR.is_dir():
+        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    out = tmp_path_factory.mktemp("qs")
+    rc = main(["quickstart", "--out", str(out), "--preset", "tiny", "--seed", "0", "--no-progress",
+               "--data-dir", str(FMNIST_DIR)])
+    assert rc == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
 def digits():
     return load_digits(seed=0)
 

@@ -13,12 +13,8 @@ pytestmark = pytest.mark.skipif(not FMNIST_DIR.is_dir(), reason="Fashion-MNIST (
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("qs")
-    rc = main(["quickstart", "--out", str(out), "--preset", "tiny", "--seed", "0", "--no-progress",
-               "--data-dir", str(FMNIST_DIR)])
-    assert rc == 0
-    return out, json.loads((out / "results.json").read_text())
+def tiny_run(tiny_quickstart):
+    return tiny_quickstart
 
 
 def test_tiny_quickstart_writes_everything(tiny_run):

@@ -35,6 +35,53 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from conferprint.experiments.evaluate import load_config, run_evaluation
+
+    cfg = load_config(args.config, args.preset)
+    res = run_evaluation(cfg, args.out, progress=not args.no_progress)
+    dec = res["decision"]
+    print(f"source {res['source']['arch']}: test accuracy {res['source']['test_acc']:.4f}; decision: "
+          f"stolen when {dec['statistic']} >= {dec['threshold']:.3f}")
+    for r in res["attacks"]:
+        print(f"{r['label']:28s} acc {r['test_acc']['mean']:.3f}  CAEAcc {r['cae_acc']['mean']:.3f} "
+              f"± {r['cae_acc']['std']:.3f}  {r['verdict']:10s} removed: {'yes' if r['removal_succeeded'] else 'no'}"
+              f"{'' if r['agrees_with_paper'] else '  (differs from the paper)'}")
+    agree = res["agreement_with_paper"]
+    print(f"{agree['agree']}/{agree['of']} attacks agree with the paper; wrote {Path(args.out) / 'results.json'}, "
+          "report.md, removal.png")
+    return 0
+
+
+def _attack(args: argparse.Namespace) -> int:
+    import yaml
+
+    from conferprint.attacks import make_attack
+    from conferprint.data import load_dataset, split_defender_attacker
+    from conferprint.experiments.evaluate import steal
+    from conferprint.suspects import load_torch_model
+    from conferprint.zoo import Zoo, sha256_file
+
+    params = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        params[key] = yaml.safe_load(value)
+    attack = make_attack(args.name, params, "--set")
+    data = load_dataset(args.dataset, args.data_dir)
+    d1, d2 = split_defender_attacker(len(data.y_train), args.split_seed)
+    source = load_torch_model(args.source, args.arch, in_channels=data.in_channels, num_classes=data.num_classes)
+    name = args.model_name or f"{attack.name}-s{args.seed}"
+    _, meta = steal(Zoo(args.out), name, attack, source=source, source_arch=args.arch,
+                    source_sha256=sha256_file(Path(args.source)), data=data, d1=d1, d2=d2, seed=args.seed,
+                    split=f"D2(n={len(d2)},seed={args.split_seed})", data_dir=args.data_dir,
+                    progress=not args.no_progress)
+    print(f"{name} ({meta['arch']}): test accuracy {meta['test_acc']:.4f}, fidelity {meta['fidelity']:.4f}, "
+          f"{meta['source_queries']} source queries; wrote {Path(args.out) / (name + '.safetensors')}")
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from conferprint.verify.local import verify_target
     from conferprint.verify.session import VerifyOptions
@@ -112,6 +159,15 @@ def _archs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attacks(args: argparse.Namespace) -> int:
+    from conferprint.attacks import ATTACKS
+
+    for name, cls in sorted(ATTACKS.items()):
+        params = ", ".join(f"{k}={v}" for k, v in cls().params().items())
+        print(f"{name:14s} {params}\n{'':14s} ({cls.cite})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="conferprint", description="Fingerprint classifiers with conferrable adversarial examples.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
@@ -119,11 +175,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="train, fingerprint and verify on Fashion-MNIST, end to end")
     q.add_argument("--out", required=True, help="output folder (its zoo/ makes reruns resume)")
-    q.add_argument("--preset", choices=["tiny", "default"], default="default")
+    q.add_argument("--preset", choices=["tiny", "default", "cifar10"], default="default")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=_quickstart)
+
+    ev = sub.add_parser("evaluate", help="run the removal attacks of a config against the quickstart's fingerprint")
+    ev.add_argument("--config", required=True, help="YAML config (see configs/fmnist-removal.yaml)")
+    ev.add_argument("--out", required=True, help="output folder (study/ and zoo/ inside make reruns resume)")
+    ev.add_argument("--preset", choices=["tiny", "default", "cifar10"], default=None, help="override the config's study preset")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_evaluate)
+
+    at = sub.add_parser("attack", help="run one removal attack on a source model and save the stolen model to a zoo")
+    at.add_argument("name", help="attack name (see `conferprint attacks`)")
+    at.add_argument("--source", required=True, help="the source's weights (.safetensors or weights-only .pt)")
+    at.add_argument("--arch", required=True, help="the source's architecture")
+    at.add_argument("--dataset", default="fashion-mnist")
+    at.add_argument("--data-dir", default=None)
+    at.add_argument("--split-seed", type=int, default=0, help="seed of the D1/D2 split (the attacker gets D2)")
+    at.add_argument("--seed", type=int, default=0, help="the attack's own seed")
+    at.add_argument("--set", action="append", metavar="KEY=VALUE", help="an attack parameter; repeat")
+    at.add_argument("--model-name", default=None, help="zoo entry name (default: NAME-sSEED)")
+    at.add_argument("--out", required=True, help="zoo folder")
+    at.add_argument("--no-progress", action="store_true")
+    at.set_defaults(func=_attack)
+
+    la = sub.add_parser("attacks", help="list the removal attacks and their parameters")
+    la.set_defaults(func=_attacks)
 
     v = sub.add_parser("verify", help="verify a suspect (model file, ONNX file or HTTP API) against a fingerprint")
     v.add_argument("--fingerprint", required=True, help="fingerprint .safetensors or .json")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Callable, Iterable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -109,10 +109,18 @@ def train_model(
     seed: int,
     progress: bool = False,
     desc: str = "train",
+    params: Iterable[nn.Parameter] | None = None,
+    set_mode: Callable[[nn.Module], None] | None = None,
+    perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> list[float]:
     """Train ``model`` in place on ``(x, labels)``; ``labels`` are class indices or probabilities.
 
-    Returns the mean training loss of each epoch.
+    Hooks for the removal attacks: ``params`` limits what the optimiser updates (default: all);
+    ``set_mode(model)`` replaces ``model.train()`` (e.g. frozen layers kept in eval mode, so their
+    BatchNorm statistics stay put); ``perturb(model, xb, target, gen)`` replaces each augmented batch
+    before the step (adversarial training); ``after_step()`` runs after every optimiser step (pruning
+    masks). Returns the mean training loss of each epoch.
     """
     if len(x) != len(labels):
         raise ValueError(f"{len(x)} inputs but {len(labels)} labels")
@@ -124,12 +132,16 @@ def train_model(
     warm = max(1, int(cfg.warmup * total))
     flip = x.shape[1] == 3 and x.shape[-1] >= 32
     channels_last = uses_channels_last(model)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    set_mode = set_mode or (lambda m: m.train())
+    trainable = list(params) if params is not None else list(model.parameters())
+    if not trainable:
+        raise ValueError("nothing to train: the parameter list is empty")
+    opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
     )
     history: list[float] = []
-    model.train()
+    set_mode(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout and any other module-level randomness; restored on exit
         gen = torch.Generator().manual_seed(seed)
@@ -142,6 +154,9 @@ def train_model(
                 xb = x[idx]
                 if cfg.augment:
                     xb = augment_batch(xb, cfg.shift, flip, gen)
+                if perturb is not None:
+                    xb = perturb(model, xb, labels[idx], gen)
+                    set_mode(model)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 loss = _loss(model(xb), labels[idx], cfg.temperature)
@@ -149,6 +164,8 @@ def train_model(
                 loss.backward()
                 opt.step()
                 sched.step()
+                if after_step is not None:
+                    after_step()
                 running += float(loss.detach()) * len(idx)
                 bar.update(1)
             history.append(running / n)

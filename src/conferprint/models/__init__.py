@@ -5,6 +5,7 @@ lives inside the model (:class:`Normalize`), so attacks and fingerprints work in
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,9 +13,10 @@ import torch
 from torch import nn
 
 from conferprint.models import cifar, small
-from conferprint.models.common import Normalize
+from conferprint.models.common import AverageEnsemble, Normalize
 
-__all__ = ["ArchInfo", "ARCHITECTURES", "build_model", "arch_info", "list_architectures", "Normalize"]
+__all__ = ["ArchInfo", "ARCHITECTURES", "build_model", "arch_info", "list_architectures", "Normalize", "AverageEnsemble",
+           "ensemble_arch"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,28 @@ def list_architectures() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
+_ENSEMBLE = re.compile(r"^ensemble([1-9][0-9]?)-(.+)$")
+
+
+def ensemble_arch(arch: str, members: int) -> str:
+    """The name of an average of ``members`` models of ``arch`` (e.g. ``ensemble3-cnn_small``)."""
+    name = f"ensemble{members}-{arch}"
+    arch_info(name)
+    return name
+
+
 def arch_info(name: str) -> ArchInfo:
+    """The registry entry of ``name``; ``ensemble<k>-<arch>`` is k models of ``arch`` averaged."""
+    m = _ENSEMBLE.match(name)
+    if m is not None:
+        k, base = int(m.group(1)), arch_info(m.group(2))
+        return ArchInfo(name, base.family, base.input_size,
+                        lambda **kw: AverageEnsemble([base.builder(**kw) for _ in range(k)]), base.channels_last)
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(list_architectures())}") from None
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(list_architectures())}"
+                         " (and ensemble<k>-<arch>)") from None
 
 
 def build_model(
