@@ -6,9 +6,10 @@ the null stored with the fingerprint), then every attack of the config with its 
 model is saved in ``DIR/zoo`` (so an interrupted evaluation resumes), verified from its top-1
 labels, and judged:
 
-- the **verdict** is the fingerprint's decision: with ``decision: p_value`` (default) the p-value test
-  of ``conferprint verify`` at ``alpha`` on CAEAcc (null fitted on the study's held-out references);
-  with ``decision: score`` the study's score and threshold (e.g. CAEAcc minus the PGD control's);
+- the **verdict** is the fingerprint's decision under the configured rule (:class:`Judge`):
+  ``max_reference`` (default: CAEAcc above every held-out reference of the study), ``p_value`` (the
+  test of ``conferprint verify`` at ``alpha``) or ``score`` (the study's score and threshold); the
+  verdicts of the other rules are reported beside it;
 - a removal **succeeds** when the stolen model keeps the source's test accuracy within
   ``accuracy_margin`` **and** its verdict is not ``stolen``; an attack "removes" the fingerprint
   when most of its repeats succeed.
@@ -62,7 +63,7 @@ class EvalConfig:
     data_dir: str | None = None
     repeats: int = 1
     accuracy_margin: float = 0.05
-    decision: str = "p_value"
+    decision: str = "max_reference"
     alpha: float = 1e-3
     attacks: tuple[AttackEntry, ...] = field(default_factory=tuple)
 
@@ -105,8 +106,8 @@ def parse_config(doc: Any, preset: str | None = None) -> EvalConfig:
         study["preset"] = preset
     if study.get("preset", "default") not in PRESETS:
         raise AttackConfigError(f"study.preset: unknown preset {study['preset']!r}; known: {', '.join(PRESETS)}")
-    if ev.get("decision", "p_value") not in ("p_value", "score"):
-        raise AttackConfigError(f"evaluation.decision: {ev['decision']!r} is not one of p_value, score")
+    if ev.get("decision", "max_reference") not in DECISIONS:
+        raise AttackConfigError(f"evaluation.decision: {ev['decision']!r} is not one of {', '.join(DECISIONS)}")
     if not 0 < ev.get("alpha", 1e-3) < 1:
         raise AttackConfigError(f"evaluation.alpha: must lie in (0, 1), got {ev['alpha']!r}")
     if not 0 <= ev.get("accuracy_margin", 0.05) <= 1:
@@ -161,24 +162,38 @@ def _stats(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values)}
 
 
+DECISIONS = ("max_reference", "p_value", "score")
+
+
 class Judge:
-    """Verifies a model against the study's fingerprint and says stolen or not."""
+    """Verifies a model against the study's fingerprint and says stolen or not, under every decision rule.
+
+    - ``max_reference``: CAEAcc above the highest CAEAcc of the study's held-out references (the
+      operating point with no false accusation among them; the paper chose its thresholds empirically);
+    - ``p_value``: the test of ``conferprint verify`` — p-value ≤ ``alpha`` under the null fitted on
+      those references and stored with the fingerprint;
+    - ``score``: the study's own score (e.g. CAEAcc minus the PGD control's) at the study's threshold.
+    The configured ``decision`` gives ``verdict``; the others are reported beside it.
+    """
 
     def __init__(self, fp: Fingerprint, control: Fingerprint | None, study_results: dict, cfg: EvalConfig):
         self.fp, self.control, self.cfg = fp, control, cfg
         self.score_kind = study_results["score"]
-        self.score_threshold = study_results["threshold"]
-        if cfg.decision == "p_value":
-            if fp.null is None:
-                raise AttackConfigError("evaluation.decision: 'p_value' needs a null stored with the fingerprint "
-                                        "(the study has fewer than 3 testing references); use 'score'")
-            n = len(fp)
-            k = fp.null.critical_count(n, cfg.alpha)
-            self.statistic, self.threshold = "cae_acc", k / n  # above 1 when no count can reach alpha
-        else:
-            self.statistic, self.threshold = "score", self.score_threshold
         if self.score_kind == "family_null":
             raise AttackConfigError("the evaluation supports study scores cae_acc and control_diff")
+        if self.score_kind == "control_diff" and control is None:
+            raise AttackConfigError("the study's score needs its PGD control fingerprint (fingerprint-pgd)")
+        n = len(fp)
+        refs = [m["cae_acc"] for m in study_results["models"] if m["role"] == "reference"]
+        self.thresholds: dict[str, tuple[str, float]] = {"score": ("score", float(study_results["threshold"]))}
+        if refs:
+            self.thresholds["max_reference"] = ("cae_acc", (round(max(refs) * n) + 1) / n)
+        if fp.null is not None:  # critical count / n: above 1 when no count can reach alpha
+            self.thresholds["p_value"] = ("cae_acc", fp.null.critical_count(n, cfg.alpha) / n)
+        if cfg.decision not in self.thresholds:
+            raise AttackConfigError(f"evaluation.decision: {cfg.decision!r} needs held-out references in the study; "
+                                    "use 'score'")
+        self.statistic, self.threshold = self.thresholds[cfg.decision]
 
     def __call__(self, model: torch.nn.Module) -> dict[str, Any]:
         oracle = model_oracle(model)
@@ -187,12 +202,11 @@ class Judge:
         if self.control is not None:
             row["cae_acc_control"] = verify_oracle(oracle, self.control)
         row["score"] = control_difference(cae, row["cae_acc_control"]) if self.score_kind == "control_diff" else cae
-        n = len(self.fp)
-        k = round(cae * n)
         if self.fp.null is not None:
-            row["p_value"] = self.fp.null.p_value(k, n)
-        stolen = (row["p_value"] <= self.cfg.alpha) if self.cfg.decision == "p_value" else row["score"] >= self.threshold
-        row["verdict"] = "stolen" if stolen else "not stolen"
+            row["p_value"] = self.fp.null.p_value(round(cae * len(self.fp)), len(self.fp))
+        row["verdicts"] = {rule: "stolen" if row[stat] >= thr - 1e-9 else "not stolen"
+                           for rule, (stat, thr) in self.thresholds.items()}
+        row["verdict"] = row["verdicts"][self.cfg.decision]
         return row
 
 
@@ -237,7 +251,8 @@ def run_evaluation(config: EvalConfig, out: str | os.PathLike, *, progress: bool
         "config": {"preset": config.preset, "seed": config.seed, "repeats": config.repeats,
                    "accuracy_margin": config.accuracy_margin, "decision": config.decision, "alpha": config.alpha},
         "decision": {"statistic": judge.statistic, "threshold": judge.threshold, "kind": config.decision,
-                     "study_score": judge.score_kind, "study_threshold": judge.score_threshold,
+                     "study_score": judge.score_kind,
+                     "rules": {k: {"statistic": st, "threshold": th} for k, (st, th) in judge.thresholds.items()},
                      "null": fp.null.to_json() if fp.null is not None else None},
         "source": {"arch": source.arch, "test_acc": source_acc, "sha256": source.meta["sha256"], **judge(source.model)},
         "fingerprint": {"size": len(fp), "digest": fp.digest(), "method": fp.manifest["method"]},
@@ -308,6 +323,8 @@ def _summarise(entry: AttackEntry, runs: list[dict], source_acc: float, margin: 
         "cae_acc": _stats([r["cae_acc"] for r in runs]), "statistic": _stats(stat),
         "verdict": "stolen" if stolen * 2 >= len(runs) else "not stolen",
         "verdicts": [r["verdict"] for r in runs],
+        "verdict_by_rule": {rule: "stolen" if sum(r["verdicts"][rule] == "stolen" for r in runs) * 2 >= len(runs)
+                            else "not stolen" for rule in runs[0]["verdicts"]},
         "accuracy_kept": [r["test_acc"] >= source_acc - margin for r in runs],
         "removal_succeeded": removed, "removal_success_rate": sum(ok) / len(runs),
         "paper_expects_removal": expected, "agrees_with_paper": removed == expected,
@@ -325,6 +342,8 @@ def write_removal_report(out: Path, results: dict[str, Any]) -> None:
              "cae": f"{r['cae_acc']['mean']:.3f} ± {r['cae_acc']['std']:.3f}",
              "stat": r["statistic"]["mean"], "verdict": r["verdict"],
              "removed": "yes" if r["removal_succeeded"] else "no",
+             "others": ", ".join(f"{k}: {'stolen' if v == 'stolen' else 'no'}" for k, v in r["verdict_by_rule"].items()
+                                 if k != dec["kind"]),
              "paper": "removed" if r["paper_expects_removal"] else "survives",
              "agree": "✓" if r["agrees_with_paper"] else "✗ differs"} for r in results["attacks"]]
     src = results["source"]
@@ -336,8 +355,11 @@ def write_removal_report(out: Path, results: dict[str, Any]) -> None:
         f"digest `{results['fingerprint']['digest']}`.",
         "",
         f"Decision ({dec['kind']}): stolen when {dec['statistic']} ≥ {dec['threshold']:.3f}"
-        + (f" (p-value ≤ α = {results['config']['alpha']:g} under the null fitted on held-out references)"
-           if dec["kind"] == "p_value" else f" (the study's score `{dec['study_score']}`)") + ". "
+        + {"p_value": f" (p-value ≤ α = {results['config']['alpha']:g} under the null fitted on held-out references)",
+           "score": f" (the study's score `{dec['study_score']}`)",
+           "max_reference": " (above every held-out reference)"}[dec["kind"]] + ". "
+        + "Other rules: " + "; ".join(f"{k}: {v['statistic']} ≥ {v['threshold']:.3f}"
+                                      for k, v in dec["rules"].items() if k != dec["kind"]) + ". "
         f"Held-out references score {min(refs):.3f}–{max(refs):.3f}; the study's held-out surrogates "
         f"{min(r[dec['statistic']] for r in results['study_surrogates']):.3f}–"
         f"{max(r[dec['statistic']] for r in results['study_surrogates']):.3f}.",
@@ -346,7 +368,7 @@ def write_removal_report(out: Path, results: dict[str, Any]) -> None:
         "and the verdict is not `stolen` (majority of repeats). Paper: Lukas et al. 2021, Sec. 5.",
         "",
         table(rows, [("label", "attack"), ("n", "repeats"), ("acc", "test acc"), ("fid", "fidelity"),
-                     ("cae", "CAEAcc"), ("stat", dec["statistic"]), ("verdict", "verdict"),
+                     ("cae", "CAEAcc"), ("stat", dec["statistic"]), ("verdict", "verdict"), ("others", "other rules"),
                      ("removed", "removed"), ("paper", "paper"), ("agree", "vs paper")]),
         "",
         f"Agreement with the paper's qualitative result: {results['agreement_with_paper']['agree']} of "
