@@ -51,7 +51,10 @@ def generate_fingerprint(
     num_classes: int | None = None,
     source_sha256: str | None = None,
     progress: bool = False,
+    accept: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Fingerprint:
+    """``accept(x_adv, source_labels, y) -> bool mask`` replaces the default selection (adversarial for
+    the source and Confer ≥ τ on the training models), e.g. IPGuard's boundary criterion."""
     if size < 1:
         raise ValueError(f"fingerprint size must be ≥ 1, got {size}")
     if len(x) != len(y):
@@ -74,7 +77,12 @@ def generate_fingerprint(
         idx = order[start: min(start + batch_size, budget)]
         x0, yb = x[idx], y[idx]
         x_adv = optimise(x0, yb, gen, bar).detach()
-        keep, target, scores = select_conferrable(source, surrogates, references, x_adv, yb, tau)
+        if accept is None:
+            keep, target, scores = select_conferrable(source, surrogates, references, x_adv, yb, tau)
+        else:
+            target = predict_labels(source, x_adv)
+            keep = accept(x_adv, target, yb)
+            scores = keep.float()
         used += len(idx)
         adversarial += int((target != yb).sum())
         kept_x.append(x_adv[keep]); kept_x0.append(x0[keep]); kept_y.append(yb[keep])
