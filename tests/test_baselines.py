@@ -85,3 +85,70 @@ def test_detector_catches_large_eps_examples(digit_models, digits):
     assert stats["roc_auc"] > 0.9
     assert stats["fingerprint_flagged"] >= 0.9
     assert 0.0 <= stats["benign_flagged"] < 0.5
+
+
+def test_compare_end_to_end(tiny_quickstart, tmp_path):
+    import json
+    import shutil
+
+    from conftest import FMNIST_DIR
+    from conferprint.cli import main
+
+    study, _ = tiny_quickstart
+    out = tmp_path / "cmp"
+    shutil.copytree(study, out / "study")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+study: {{preset: tiny, seed: 0, data_dir: {FMNIST_DIR}}}
+methods: {{cem: {{}}, pgd: {{}}, ipguard: {{steps: 60}}, fgm: {{}}}}
+epsilons: [0.1, 0.2]
+candidates: 24
+benign: 50
+evasion: {{arch: cnn_small, methods: [fgm, pgd], epsilons: [0.1], train_size: 150, epochs: 1, attack_steps: 3}}
+""")
+    assert main(["compare", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    for f in ("report.md", "roc.png", "conferrability.png", "evasion.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert set(res["roc"]) == {"cem", "pgd", "ipguard", "fgm"}
+    for k in ("cem", "pgd", "fgm"):
+        r = res["roc"][k]
+        assert 0 <= r["roc_auc"] <= 1 and r["size"] > 0 and r["source_cae_acc"] == 1.0
+        assert r["linf_mean"] <= 0.1 + 1e-6  # the study's ε
+    assert {m["role"] for m in res["models"]} == {"surrogate", "reference"}
+    assert set(res["conferrability"]) == {"cem", "pgd", "fgm"}  # unbounded IPGuard has no ε curve
+    for pts in res["conferrability"].values():
+        assert [p["eps"] for p in pts] == [0.1, 0.2]
+        for p in pts:
+            assert 0 <= p["success_rate"] <= 1
+            if "confer" in p:
+                assert 0 <= p["confer"] <= p["transfer_surrogates"] + 1e-9
+    ev = res["evasion"]
+    assert 0 <= ev["fingerprint"]["roc_auc"] <= 1 and 0 <= ev["fingerprint"]["benign_flagged"] <= 1
+    assert "| ipguard |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("doc, key", [
+    ({"methods": {"cem": {}, "magic": {}}}, "methods.magic"),
+    ({"methods": {"cem": {}, "fgm": {"epz": 1}}}, "methods.fgm.epz"),
+    ({"methods": {"pgd": {}}}, "methods"),
+    ({"epsilons": [0.1, 2]}, "epsilons"),
+    ({"evasion": {"layers": 3}}, "evasion.layers"),
+    ({"candidates": 0}, "candidates"),
+    ({"study": {"preset": "huge"}}, "study.preset"),
+])
+def test_invalid_compare_configs_are_refused_naming_the_key(doc, key):
+    from conferprint.attacks import AttackConfigError
+    from conferprint.experiments.compare import parse_compare_config
+
+    with pytest.raises(AttackConfigError, match=key):
+        parse_compare_config(doc)
+
+
+def test_shipped_compare_configs_parse():
+    from conftest import ROOT
+    from conferprint.experiments.compare import load_compare_config
+
+    c = load_compare_config(ROOT / "configs" / "fmnist-compare.yaml")
+    assert set(c.methods) == {"cem", "pgd", "ipguard", "fgm", "bim", "cw", "deepfool"}
+    assert load_compare_config(ROOT / "configs" / "cifar10-compare.yaml").preset == "cifar10"

@@ -53,6 +53,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from conferprint.experiments.compare import load_compare_config, run_compare
+
+    res = run_compare(load_compare_config(args.config, args.preset), args.out, progress=not args.no_progress)
+    for k, v in res["roc"].items():
+        if "error" in v:
+            print(f"{k:9s} no fingerprint: {v['error']}")
+        else:
+            print(f"{k:9s} ROC AUC {v['roc_auc']:.3f}  margin {v['margin']:+.3f}  size {v['size']}  "
+                  f"mean L∞ {v['linf_mean']:.3f}")
+    ev = res["evasion"]
+    if ev is not None:
+        f = ev["fingerprint"]
+        print(f"evasion detector on the fingerprint: ROC AUC {f['roc_auc']:.3f}; "
+              f"{f['benign_flagged']:.1%} of benign queries flagged at 90 % catch")
+    print(f"wrote {Path(args.out) / 'results.json'}, report.md, roc.png, conferrability.png")
+    return 0
+
+
 def _attack(args: argparse.Namespace) -> int:
     import yaml
 
@@ -201,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--out", required=True, help="zoo folder")
     at.add_argument("--no-progress", action="store_true")
     at.set_defaults(func=_attack)
+
+    cp = sub.add_parser("compare", help="CEM against IPGuard and the classic attacks on the same held-out models; evasion")
+    cp.add_argument("--config", required=True, help="YAML config (see configs/fmnist-compare.yaml)")
+    cp.add_argument("--out", required=True)
+    cp.add_argument("--preset", choices=["tiny", "default", "cifar10"], default=None)
+    cp.add_argument("--no-progress", action="store_true")
+    cp.set_defaults(func=_compare)
 
     la = sub.add_parser("attacks", help="list the removal attacks and their parameters")
     la.set_defaults(func=_attacks)
