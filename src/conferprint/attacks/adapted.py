@@ -134,6 +134,9 @@ class DPSGD(_ArchChecked):
         if problems:
             raise AttackConfigError(f"attack 'dp_sgd': params.arch {arch!r} cannot be trained with DP-SGD "
                                     f"({problems[0]}); choose one without BatchNorm, e.g. mlp")
+        for m in model.modules():  # opacus' backward hooks forbid in-place activations (no effect on weights)
+            if hasattr(m, "inplace"):
+                m.inplace = False
         x, _ = ctx.attacker_data()
         target = ctx.query_source(x, self.labels)  # type: ignore[arg-type]
         data = torch.utils.data.TensorDataset(x, target)
