@@ -110,7 +110,7 @@ evasion: {{arch: cnn_small, methods: [fgm, pgd], epsilons: [0.1], train_size: 15
     res = json.loads((out / "results.json").read_text())
     for f in ("report.md", "roc.png", "conferrability.png", "evasion.png"):
         assert (out / f).stat().st_size > 0, f
-    assert set(res["roc"]) == {"cem", "pgd", "ipguard", "fgm"}
+    assert set(res["roc"]) == {"cem", "pgd", "ipguard", "fgm", "cem-pgd"}
     for k in ("cem", "pgd", "fgm"):
         r = res["roc"][k]
         assert 0 <= r["roc_auc"] <= 1 and r["size"] > 0 and r["source_cae_acc"] == 1.0

@@ -61,8 +61,8 @@ def _compare(args: argparse.Namespace) -> int:
         if "error" in v:
             print(f"{k:9s} no fingerprint: {v['error']}")
         else:
-            print(f"{k:9s} ROC AUC {v['roc_auc']:.3f}  margin {v['margin']:+.3f}  size {v['size']}  "
-                  f"mean L∞ {v['linf_mean']:.3f}")
+            extra = f"  mean L∞ {v['linf_mean']:.3f}" if "linf_mean" in v else f"  ({v.get('note', '')})"
+            print(f"{k:9s} ROC AUC {v['roc_auc']:.3f}  margin {v['margin']:+.3f}  size {v['size']}{extra}")
     ev = res["evasion"]
     if ev is not None:
         f = ev["fingerprint"]
