@@ -12,7 +12,10 @@ def _quickstart(args: argparse.Namespace) -> int:
     from conferprint.experiments.quickstart import resolve_config, run_quickstart
 
     cfg = resolve_config(args.preset)
-    res = run_quickstart(args.out, cfg, seed=args.seed, data_dir=args.data_dir, progress=not args.no_progress)
+    options = {"address": args.ray_address, "num_cpus": args.ray_cpus, "num_gpus": args.ray_gpus}
+    res = run_quickstart(args.out, cfg, seed=args.seed, data_dir=args.data_dir, progress=not args.no_progress,
+                         executor=args.executor, executor_options=options if args.executor == "ray" else None,
+                         device=args.device, amp=args.bf16)
     sep = res["separation"]
     print(f"source {res['source']['arch']}: test accuracy {res['source']['test_acc']:.4f}; "
           f"fingerprint {res['fingerprint']['size']} examples (CEM)")
@@ -198,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
+    q.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="train the models one by one here, or as Ray tasks (pip install 'conferprint[ray]')")
+    q.add_argument("--ray-address", default=None, help="Ray cluster address ('auto': the running cluster; "
+                   "default: a local instance); the output folder must be on a filesystem all workers share")
+    q.add_argument("--ray-cpus", type=float, default=1, help="CPUs per training task")
+    q.add_argument("--ray-gpus", type=float, default=0,
+                   help="GPUs per training task (a fraction such as 0.25 trains several small models per GPU)")
+    q.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    q.add_argument("--bf16", action="store_true", help="bf16 autocast while training on CUDA")
     q.set_defaults(func=_quickstart)
 
     ev = sub.add_parser("evaluate", help="run the removal attacks of a config against the quickstart's fingerprint")

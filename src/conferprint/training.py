@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from conferprint.device import model_device
+
 log = logging.getLogger(__name__)
 
 LabelSource = Literal["ground_truth", "soft", "hard"]
@@ -52,9 +54,13 @@ def _layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in batches; ``x`` goes to the model's device and the logits come
+    back on ``x``'s device."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(_layout(model, x[i: i + batch_size])) for i in range(0, len(x), batch_size)])
+    dev = model_device(model)
+    out = torch.cat([model(_layout(model, x[i: i + batch_size].to(dev))).to(x.device)
+                     for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out
 
@@ -84,11 +90,11 @@ def augment_batch(x: torch.Tensor, shift: int, flip: bool, gen: torch.Generator)
         padded = F.pad(x, (shift, shift, shift, shift))
         dy = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
         dx = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
-        rows = (torch.arange(h)[None, :] + dy[:, None])[:, :, None]  # (b, h, 1)
-        cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, :]  # (b, 1, w)
-        x = padded.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+        rows = (torch.arange(h)[None, :] + dy[:, None])[:, :, None].to(x.device)  # (b, h, 1)
+        cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, :].to(x.device)  # (b, 1, w)
+        x = padded.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
     if flip:
-        mask = torch.rand(b, generator=gen) < 0.5
+        mask = (torch.rand(b, generator=gen) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
 
@@ -113,6 +119,8 @@ def train_model(
     set_mode: Callable[[nn.Module], None] | None = None,
     perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     after_step: Callable[[], None] | None = None,
+    device: torch.device | str | None = None,
+    amp: bool = False,
 ) -> list[float]:
     """Train ``model`` in place on ``(x, labels)``; ``labels`` are class indices or probabilities.
 
@@ -120,12 +128,18 @@ def train_model(
     ``set_mode(model)`` replaces ``model.train()`` (e.g. frozen layers kept in eval mode, so their
     BatchNorm statistics stay put); ``perturb(model, xb, target, gen)`` replaces each augmented batch
     before the step (adversarial training); ``after_step()`` runs after every optimiser step (pruning
-    masks). Returns the mean training loss of each epoch.
+    masks). ``device``: where to train (the model is moved there and the data made resident there;
+    default: where the model is); ``amp``: bf16 autocast on CUDA (ignored on CPU). Returns the mean
+    training loss of each epoch.
     """
     if len(x) != len(labels):
         raise ValueError(f"{len(x)} inputs but {len(labels)} labels")
     if len(x) == 0:
         raise ValueError("no training data")
+    dev = torch.device(device) if device is not None else model_device(model)
+    model.to(dev)
+    x, labels = x.to(dev), labels.to(dev)  # resident on the device for the whole run
+    autocast = amp and dev.type == "cuda"
     n = len(x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -150,7 +164,7 @@ def train_model(
             perm = torch.randperm(n, generator=gen)
             running = 0.0
             for i in range(0, n, cfg.batch_size):
-                idx = perm[i: i + cfg.batch_size]
+                idx = perm[i: i + cfg.batch_size].to(dev)
                 xb = x[idx]
                 if cfg.augment:
                     xb = augment_batch(xb, cfg.shift, flip, gen)
@@ -159,7 +173,8 @@ def train_model(
                     set_mode(model)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                loss = _loss(model(xb), labels[idx], cfg.temperature)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                    loss = _loss(model(xb), labels[idx], cfg.temperature)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -75,7 +75,7 @@ def sha256_file(path: Path) -> str:
 
 
 def state_dict_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:

@@ -206,8 +206,13 @@ class Study:
 
 
 def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed: int,
-                  data_dir: str | os.PathLike | None = None, progress: bool = False) -> Study:
-    """Load the data, split it, and train (or reload from ``zoo_dir``) every model of the study."""
+                  data_dir: str | os.PathLike | None = None, progress: bool = False, executor: str = "local",
+                  executor_options: dict | None = None, device: str = "cpu", amp: bool = False) -> Study:
+    """Load the data, split it, and train (or reload from ``zoo_dir``) every model of the study.
+
+    ``executor="ray"`` trains every model but the source as Ray tasks, all at once
+    (:mod:`conferprint.experiments.ray_executor`; ``executor_options``: address, num_cpus, num_gpus).
+    ``device`` (auto, cpu, cuda): where models are trained and kept; ``amp``: bf16 autocast on CUDA."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     data = load_dataset(config.dataset, data_dir)
@@ -219,21 +224,30 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
     x1, y1, x2, y2 = data.x_train[d1], data.y_train[d1], data.x_train[d2], data.y_train[d2]
     timings["data"] = time.perf_counter() - t
 
-    builder = ZooBuilder(Zoo(zoo_dir), data, config.train, seed, progress)
+    builder = ZooBuilder(Zoo(zoo_dir), data, config.train, seed, progress, executor, executor_options, device, amp)
     t = time.perf_counter()
     source = builder.build("source", config.source_arch, "source", "D1", x1, y1, "ground_truth", config.source_epochs)
     timings["source"] = time.perf_counter() - t
-    t = time.perf_counter()
-    training = [m for g in config.training for m in builder.group("train", g, "D1", x1, y1, source)]
-    timings["training_models"] = time.perf_counter() - t
-    t = time.perf_counter()
-    calibration = [m for g in config.calibration for m in builder.group("cal", g, "D1", x1, y1, source)]
-    if calibration:
-        timings["calibration_models"] = time.perf_counter() - t
-    t = time.perf_counter()
-    testing = [m for g in config.testing for m in builder.group("test", g, "D2", x2, y2, source)]
-    timings["testing_models"] = time.perf_counter() - t
-    return Study(data, d1, d2, x1, y1, source, training, testing, timings, calibration)
+    phases = {
+        "training_models": [j for g in config.training for j in builder.group_jobs("train", g, "D1", x1, y1, source)],
+        "calibration_models": [j for g in config.calibration for j in builder.group_jobs("cal", g, "D1", x1, y1, source)],
+        "testing_models": [j for g in config.testing for j in builder.group_jobs("test", g, "D2", x2, y2, source)],
+    }
+    trained: dict[str, list[Trained]] = {}
+    if executor == "ray":  # one pool of tasks for every phase: the most parallelism
+        t = time.perf_counter()
+        everything = builder.run_all([j for jobs in phases.values() for j in jobs])
+        timings["models_ray"] = time.perf_counter() - t
+        for k, jobs in phases.items():
+            trained[k], everything = everything[: len(jobs)], everything[len(jobs):]
+    else:
+        for k, jobs in phases.items():
+            t = time.perf_counter()
+            trained[k] = builder.run_all(jobs)
+            if jobs or k != "calibration_models":
+                timings[k] = time.perf_counter() - t
+    return Study(data, d1, d2, x1, y1, source, trained["training_models"], trained["testing_models"], timings,
+                 trained["calibration_models"])
 
 
 def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str, threshold: float,
@@ -289,14 +303,22 @@ def run_quickstart(
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    executor: str = "local",
+    executor_options: dict | None = None,
+    device: str = "cpu",
+    amp: bool = False,
 ) -> dict[str, Any]:
-    """Run the quickstart into ``out``; returns the results written to ``out/results.json``."""
+    """Run the quickstart into ``out``; returns the results written to ``out/results.json``.
+
+    ``executor``/``executor_options``, ``device``, ``amp``: how and where the models are trained
+    (see :func:`prepare_study`); fingerprints are generated on the same device."""
     from conferprint.experiments.report import write_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    study = prepare_study(config, out / "zoo", seed=seed, data_dir=data_dir, progress=progress)
+    study = prepare_study(config, out / "zoo", seed=seed, data_dir=data_dir, progress=progress, executor=executor,
+                          executor_options=executor_options, device=device, amp=amp)
     timings = study.timings
     source, training, testing, data = study.source, study.training, study.testing, study.data
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from conferprint.data import Dataset
+from conferprint.device import resolve_device
 from conferprint.models import arch_info
 from conferprint.training import TrainConfig, accuracy, teacher_labels, train_model
 from conferprint.zoo import ModelSpec, Zoo
@@ -55,11 +56,46 @@ class Trained:
         return self.meta["arch"]
 
 
-class ZooBuilder:
-    """Trains (or reloads) models of one study; every model's seed is derived from the study seed and its name."""
+def fit_model(model: nn.Module, spec: ModelSpec, x: torch.Tensor, target: torch.Tensor, x_test: torch.Tensor,
+              y_test: torch.Tensor, progress: bool = False, device: torch.device | str = "cpu",
+              amp: bool = False) -> dict:
+    """Train ``model`` as ``spec`` says on ``(x, target)``; the metrics the zoo stores with it."""
+    cfg = TrainConfig(**spec.train)
+    t0 = time.perf_counter()
+    hist = train_model(model, x, target, cfg, seed=spec.seed, progress=progress, desc=spec.name, device=device, amp=amp)
+    return {"epochs": cfg.epochs, "train_seconds": time.perf_counter() - t0, "final_loss": hist[-1],
+            "test_acc": accuracy(model, x_test, y_test), "label_source": spec.labels,
+            "data": spec.data.split("(")[0], "seed": spec.seed}
 
-    def __init__(self, zoo: Zoo, data: Dataset, train: TrainConfig, seed: int, progress: bool = False):
+
+@dataclass
+class Job:
+    """One model to train: its spec, its training inputs and labels, and its teacher (surrogates)."""
+
+    spec: ModelSpec
+    split: str
+    x: torch.Tensor
+    y: torch.Tensor
+    teacher: Trained | None = None
+
+
+class ZooBuilder:
+    """Trains (or reloads) models of one study; every model's seed is derived from the study seed and its name.
+
+    ``executor="local"`` trains one model after the other in this process; ``"ray"`` runs every
+    model still missing from the zoo as a Ray task (:mod:`conferprint.experiments.ray_executor`)
+    that writes into the same zoo folder, so a cluster with a shared filesystem trains a study in
+    parallel and an interrupted run resumes from what finished.
+    """
+
+    def __init__(self, zoo: Zoo, data: Dataset, train: TrainConfig, seed: int, progress: bool = False,
+                 executor: str = "local", executor_options: dict | None = None, device: str = "cpu",
+                 amp: bool = False):
+        if executor not in ("local", "ray"):
+            raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
         self.zoo, self.data, self.train_cfg, self.seed, self.progress = zoo, data, train, seed, progress
+        self.executor, self.executor_options = executor, dict(executor_options or {})
+        self.device, self.amp = resolve_device(device), amp
         self.mean, self.std = data.channel_stats()
         self._teacher_cache: dict[tuple[str, str, str], torch.Tensor] = {}
 
@@ -67,10 +103,8 @@ class ZooBuilder:
         # stable across runs and Python processes (no hash randomisation)
         return (self.seed * 1_000_003 + sum((i + 1) * ord(c) for i, c in enumerate(name))) % (2**31 - 1)
 
-    def build(
-        self, name: str, arch: str, role: str, split: str, x: torch.Tensor, y: torch.Tensor, labels: str,
-        epochs: int, teacher: Trained | None = None,
-    ) -> Trained:
+    def job(self, name: str, arch: str, role: str, split: str, x: torch.Tensor, y: torch.Tensor, labels: str,
+            epochs: int, teacher: Trained | None = None) -> Job:
         cfg = TrainConfig(**{**self.train_cfg.to_dict(), "epochs": epochs})
         spec = ModelSpec(
             name=name, arch=arch, role=role, dataset=self.data.name, data=f"{split}(n={len(x)},seed={self.seed})",
@@ -78,31 +112,43 @@ class ZooBuilder:
             num_classes=self.data.num_classes, mean=self.mean, std=self.std,
             teacher_sha256=teacher.meta["sha256"] if teacher is not None else None,
         )
+        return Job(spec, split, x, y, teacher)
 
-        def fit(model: nn.Module) -> dict:
-            if labels == "ground_truth":
-                target = y
-            else:
-                assert teacher is not None
-                key = (teacher.meta["sha256"], split, labels)
-                if key not in self._teacher_cache:  # the thief queries the source once per input
-                    self._teacher_cache[key] = teacher_labels(teacher.model, x, labels, cfg.temperature)
-                target = self._teacher_cache[key]
-            t0 = time.perf_counter()
-            hist = train_model(model, x, target, cfg, seed=spec.seed, progress=self.progress, desc=name)
-            return {"epochs": epochs, "train_seconds": time.perf_counter() - t0, "final_loss": hist[-1],
-                    "test_acc": accuracy(model, self.data.x_test, self.data.y_test), "label_source": labels,
-                    "data": split, "seed": spec.seed}
+    def targets(self, job: Job) -> torch.Tensor:
+        if job.spec.labels == "ground_truth":
+            return job.y
+        assert job.teacher is not None
+        key = (job.teacher.meta["sha256"], job.split, job.spec.labels)
+        if key not in self._teacher_cache:  # the thief queries the source once per input
+            self._teacher_cache[key] = teacher_labels(job.teacher.model, job.x, job.spec.labels,  # type: ignore[arg-type]
+                                                      job.spec.train["temperature"])
+        return self._teacher_cache[key]
 
+    def run(self, job: Job) -> Trained:
         t0 = time.perf_counter()
-        model, meta, now = self.zoo.get_or_train(spec, fit)
-        log.info("%s %s: test acc %.4f", "trained" if now else "reused", name, meta["test_acc"])
-        return Trained(name, model, meta, time.perf_counter() - t0, now)
+        model, meta, now = self.zoo.get_or_train(
+            job.spec, lambda m: fit_model(m, job.spec, job.x, self.targets(job), self.data.x_test, self.data.y_test,
+                                          self.progress, self.device, self.amp))
+        model.to(self.device)  # reused entries load on the CPU
+        log.info("%s %s: test acc %.4f", "trained" if now else "reused", job.spec.name, meta["test_acc"])
+        return Trained(job.spec.name, model, meta, time.perf_counter() - t0, now)
+
+    def run_all(self, jobs: list[Job]) -> list[Trained]:
+        if self.executor == "ray" and jobs:
+            from conferprint.experiments.ray_executor import run_jobs_on_ray
+
+            return run_jobs_on_ray(self, jobs, **self.executor_options)
+        return [self.run(j) for j in jobs]
+
+    def build(
+        self, name: str, arch: str, role: str, split: str, x: torch.Tensor, y: torch.Tensor, labels: str,
+        epochs: int, teacher: Trained | None = None,
+    ) -> Trained:
+        return self.run(self.job(name, arch, role, split, x, y, labels, epochs, teacher))
+
+    def group_jobs(self, prefix: str, g: Group, split: str, x, y, teacher: Trained) -> list[Job]:
+        return [self.job(f"{prefix}-{g.role}-{g.arch}-{g.labels}-{g.tag}{i}", g.arch, g.role, split, x, y, g.labels,
+                         g.epochs, teacher if g.role == "surrogate" else None) for i in range(g.count)]
 
     def group(self, prefix: str, g: Group, split: str, x, y, teacher: Trained) -> list[Trained]:
-        out = []
-        for i in range(g.count):
-            name = f"{prefix}-{g.role}-{g.arch}-{g.labels}-{g.tag}{i}"
-            out.append(self.build(name, g.arch, g.role, split, x, y, g.labels, g.epochs,
-                                  teacher if g.role == "surrogate" else None))
-        return out
+        return self.run_all(self.group_jobs(prefix, g, split, x, y, teacher))

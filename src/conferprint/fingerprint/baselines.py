@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conferprint.device import model_device
 from conferprint.fingerprint.artifact import Fingerprint
 from conferprint.fingerprint.ensemble import freeze, project
 from conferprint.fingerprint.generate import generate_fingerprint
@@ -33,9 +34,11 @@ def iterative_gradient_attack(
 ) -> torch.Tensor:
     """Signed-gradient steps on the cross-entropy to ``labels``: towards them if ``targeted``, away otherwise."""
     m = freeze([model])[0]
+    home, dev = x0.device, model_device(model)
+    x0, labels = x0.to(dev), labels.to(dev)
     x = x0.clone()
     if random_start:
-        x = project(x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps, x0, eps)
+        x = project(x + ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps).to(dev), x0, eps)
     for _ in range(steps):
         x.requires_grad_(True)
         loss = F.cross_entropy(m.logits(x), labels, reduction="sum")
@@ -43,7 +46,7 @@ def iterative_gradient_attack(
         with torch.no_grad():
             step = -grad.sign() if targeted else grad.sign()
             x = project(x + step_size * step, x0, eps)
-    return x.detach()
+    return x.detach().to(home)
 
 
 @dataclass(frozen=True)

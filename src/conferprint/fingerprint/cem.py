@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conferprint.fingerprint.artifact import Fingerprint
+from conferprint.device import model_device
 from conferprint.fingerprint.ensemble import freeze, keep_mask, project
 from conferprint.fingerprint.generate import generate_fingerprint
 
@@ -86,7 +87,12 @@ class CEM:
         gen: torch.Generator,
         bar=None,
     ) -> torch.Tensor:
-        """Optimise one batch of clean inputs ``x0`` (true labels ``y``); returns the perturbed inputs."""
+        """Optimise one batch of clean inputs ``x0`` (true labels ``y``); returns the perturbed inputs.
+
+        Runs on the source's device (the members must be there too); the result comes back on ``x0``'s."""
+        home = x0.device
+        dev = model_device(source)
+        x0, y = x0.to(dev), y.to(dev)
         src, surr, refs = freeze([source])[0], freeze(surrogates), freeze(references)
         with torch.no_grad():
             clean_probs = F.softmax(src.logits(x0), dim=1)
@@ -105,7 +111,7 @@ class CEM:
                 delta.copy_(project(x0 + delta, x0, self.eps) - x0)
             if bar is not None:
                 bar.update(1)
-        return (x0 + delta).detach()
+        return (x0 + delta).detach().to(home)
 
     def generate(
         self,

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from conferprint.device import model_device
 from conferprint.fingerprint.artifact import Fingerprint
 from conferprint.fingerprint.ensemble import project
 from conferprint.fingerprint.generate import generate_fingerprint
@@ -55,12 +56,14 @@ def run_foolbox(model: nn.Module, x0: torch.Tensor, labels: torch.Tensor, attack
     import foolbox as fb
 
     model.eval()
-    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0))
+    home, dev = x0.device, model_device(model)
+    x0, labels = x0.to(dev), labels.to(dev)
+    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=dev)
     with torch.random.fork_rng(devices=[]):  # foolbox's random starts draw from the global RNG
         if gen is not None:
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         _, clipped, _ = attack(fmodel, x0, labels, epsilons=None if minimal else eps)
-    return project(clipped.detach(), x0, eps)
+    return project(clipped.detach(), x0, eps).to(home)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
+from conferprint.device import model_device
 from conferprint.fingerprint.artifact import Fingerprint
 from conferprint.fingerprint.ensemble import freeze, project
 from conferprint.fingerprint.generate import generate_fingerprint
@@ -74,7 +75,9 @@ class IPGuard:
 
     def perturb(self, source: nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         member = freeze([source])[0]
-        i, j = self.pairs(source, x0, gen)
+        home, dev = x0.device, model_device(source)
+        i, j = (t.to(dev) for t in self.pairs(source, x0, gen))
+        x0 = x0.to(dev)
         x = x0.clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=self.lr)
         for _ in range(self.steps):
@@ -89,7 +92,7 @@ class IPGuard:
             with torch.no_grad():
                 x.copy_(project(x, x0, self.eps) if self.eps is not None else x.clamp(0, 1))
                 x[done] = before[done]
-        return x.detach()
+        return x.detach().to(home)
 
     def on_boundary(self, source: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The kept criterion: top-two logit gap at most ``k`` (the point sits on the boundary band)."""
