@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from conferprint.models import build_model
@@ -59,3 +60,44 @@ def test_mismatched_labels_are_refused(digits):
         assert "10 inputs but 9 labels" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_is_refused():
+    import torch
+
+    from conferprint.device import DeviceError, resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(DeviceError, match="auto, cpu or cuda"):
+        resolve_device("meta")
+
+
+def test_training_on_an_explicit_cpu_device_is_the_default_training(digits):
+    import torch
+
+    from conferprint.models import build_model
+    from conferprint.training import TrainConfig, train_model
+
+    cfg = TrainConfig(epochs=1, batch_size=64, augment=True)
+    a = build_model("digits_linear", in_channels=1, num_classes=10, seed=0)
+    b = build_model("digits_linear", in_channels=1, num_classes=10, seed=0)
+    train_model(a, digits.x_train, digits.y_train, cfg, seed=3)
+    train_model(b, digits.x_train, digits.y_train, cfg, seed=3, device="cpu", amp=True)  # amp: CUDA only
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-6), k
+
+
+def test_quickstart_refuses_cuda_without_a_gpu(tmp_path, capsys):
+    import torch
+
+    from conferprint.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["quickstart", "--out", str(tmp_path), "--preset", "tiny", "--device", "cuda",
+                 "--data-dir", str(tmp_path)]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err

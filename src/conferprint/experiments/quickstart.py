@@ -26,6 +26,7 @@ import torch
 from conferprint import __version__
 from conferprint._io import atomic_write_text
 from conferprint.data import load_dataset, split_defender_attacker
+from conferprint.device import resolve_device
 from conferprint.experiments.zoo_builder import Group, Trained, ZooBuilder
 from conferprint.fingerprint import CEM, PGD, Fingerprint, FingerprintError, load_fingerprint, save_fingerprint
 from conferprint.fingerprint.artifact import add_decoys
@@ -214,6 +215,7 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
     (:mod:`conferprint.experiments.ray_executor`; ``executor_options``: address, num_cpus, num_gpus).
     ``device`` (auto, cpu, cuda): where models are trained and kept; ``amp``: bf16 autocast on CUDA."""
     timings: dict[str, float] = {}
+    resolve_device(device)  # refuse an unusable device before any work
     t = time.perf_counter()
     data = load_dataset(config.dataset, data_dir)
     d1, d2 = split_defender_attacker(len(data.y_train), seed)
