@@ -224,3 +224,11 @@ def test_attack_command_saves_a_loadable_model(tiny_quickstart, tmp_path):
     assert isinstance(model, nn.Module)
     assert main(["attack", "ftal", "--source", str(study / "zoo" / "source.safetensors"), "--arch",
                  res["source"]["arch"], "--set", "epoch=1", "--out", str(tmp_path / "z")]) == 2
+
+
+def test_repeats_override_applies_to_entries_without_their_own():
+    doc = {"attacks": [{"name": "ftll"}, {"name": "ftal", "repeats": 2}], "evaluation": {"repeats": 1}}
+    cfg = parse_config(doc, repeats=3)
+    assert [e.repeats for e in cfg.attacks] == [3, 2]
+    with pytest.raises(AttackConfigError, match="evaluation.repeats"):
+        parse_config(doc, repeats=0)

@@ -41,7 +41,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from conferprint.experiments.evaluate import load_config, run_evaluation
 
-    cfg = load_config(args.config, args.preset)
+    cfg = load_config(args.config, args.preset, args.repeats)
     res = run_evaluation(cfg, args.out, progress=not args.no_progress)
     dec = res["decision"]
     print(f"source {res['source']['arch']}: test accuracy {res['source']['test_acc']:.4f}; decision: "
@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", required=True, help="YAML config (see configs/fmnist-removal.yaml)")
     ev.add_argument("--out", required=True, help="output folder (study/ and zoo/ inside make reruns resume)")
     ev.add_argument("--preset", choices=["tiny", "default", "cifar10"], default=None, help="override the config's study preset")
+    ev.add_argument("--repeats", type=int, default=None, help="override the config's evaluation.repeats")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_evaluate)
 

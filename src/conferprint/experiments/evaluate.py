@@ -94,8 +94,10 @@ def _section(doc: dict, key: str, schema: dict[str, type]) -> dict[str, Any]:
     return out
 
 
-def parse_config(doc: Any, preset: str | None = None) -> EvalConfig:
-    """Validate a config mapping (as loaded from YAML); every refusal names the key."""
+def parse_config(doc: Any, preset: str | None = None, repeats: int | None = None) -> EvalConfig:
+    """Validate a config mapping (as loaded from YAML); every refusal names the key.
+
+    ``preset`` and ``repeats`` override the study's preset and the default number of repeats."""
     if not isinstance(doc, dict):
         raise AttackConfigError("the config must be a mapping with keys study, evaluation, attacks")
     for k in doc:
@@ -104,6 +106,8 @@ def parse_config(doc: Any, preset: str | None = None) -> EvalConfig:
     study, ev = _section(doc, "study", _STUDY), _section(doc, "evaluation", _EVAL)
     if preset is not None:
         study["preset"] = preset
+    if repeats is not None:
+        ev["repeats"] = repeats
     if study.get("preset", "default") not in PRESETS:
         raise AttackConfigError(f"study.preset: unknown preset {study['preset']!r}; known: {', '.join(PRESETS)}")
     if ev.get("decision", "max_reference") not in DECISIONS:
@@ -143,14 +147,14 @@ def _default_label(attack: Attack) -> str:
     return "-".join([attack.name, *diff])
 
 
-def load_config(path: str | os.PathLike, preset: str | None = None) -> EvalConfig:
+def load_config(path: str | os.PathLike, preset: str | None = None, repeats: int | None = None) -> EvalConfig:
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except OSError as e:
         raise AttackConfigError(f"{path}: cannot read the config ({e.strerror})") from e
     except yaml.YAMLError as e:
         raise AttackConfigError(f"{path}: not valid YAML ({e})") from e
-    return parse_config(doc, preset)
+    return parse_config(doc, preset, repeats)
 
 
 def attack_seed(seed: int, label: str, repeat: int) -> int:
