@@ -61,6 +61,11 @@ class ModelSpec:
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelSpec":
+        """The inverse of :meth:`to_json` (e.g. a zoo entry's ``spec``)."""
+        return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+
     def build(self) -> nn.Module:
         return build_model(self.arch, in_channels=self.in_channels, num_classes=self.num_classes,
                            mean=self.mean, std=self.std, seed=self.seed)

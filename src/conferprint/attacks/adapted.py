@@ -22,7 +22,7 @@ from torch import nn
 from conferprint.attacks.base import Attack, AttackConfigError, AttackContext, Stolen, register
 from conferprint.attacks.extraction import _ArchChecked
 from conferprint.fingerprint.ensemble import project
-from conferprint.training import _loss, train_model
+from conferprint.training import _loss
 
 
 def pgd_examples(model: nn.Module, x0: torch.Tensor, labels: torch.Tensor, eps: float, step_size: float, steps: int,
@@ -67,10 +67,8 @@ class AdvTraining(_ArchChecked):
             hard = tb if tb.ndim == 1 else tb.argmax(1)
             return pgd_examples(model, xb, hard, self.eps, self.step_size, self.steps, gen)
 
-        model = ctx.fresh_model(arch)
-        train_model(model, x, target, ctx.train_config(self.epochs, self.lr), seed=ctx.seed, progress=ctx.progress,
-                    desc=self.name, perturb=perturb)
-        return Stolen(model.eval(), arch, {"train_size": len(x)})
+        model = ctx.train_fresh(arch, x, target, ctx.train_config(self.epochs, self.lr), self.name, perturb=perturb)
+        return Stolen(model, arch, {"train_size": len(x)})
 
 
 @register
@@ -97,10 +95,8 @@ class GroundTruth(_ArchChecked):
         src = ctx.query_source(x[~gt], self.labels)  # type: ignore[arg-type]
         target = F.one_hot(y, ctx.num_classes).float()
         target[~gt] = src if src.ndim == 2 else F.one_hot(src, ctx.num_classes).float()
-        model = ctx.fresh_model(arch)
-        train_model(model, x, target, ctx.train_config(self.epochs, self.lr), seed=ctx.seed, progress=ctx.progress,
-                    desc=self.name)
-        return Stolen(model.eval(), arch, {"ground_truth_labels": n_gt, "source_labels": int((~gt).sum())})
+        model = ctx.train_fresh(arch, x, target, ctx.train_config(self.epochs, self.lr), self.name)
+        return Stolen(model, arch, {"ground_truth_labels": n_gt, "source_labels": int((~gt).sum())})
 
 
 @register

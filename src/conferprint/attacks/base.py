@@ -14,17 +14,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from conferprint.data import Dataset
 from conferprint.errors import ConferprintError
 from conferprint.models import build_model
-from conferprint.training import TrainConfig, predict_logits
+from conferprint.training import TrainConfig, predict_logits, train_model
 
 LabelMode = Literal["soft", "hard", "ground_truth"]
 
@@ -93,6 +96,14 @@ class AttackContext:
         return build_model(arch, in_channels=self.data.in_channels, num_classes=self.num_classes,
                            mean=self.mean, std=self.std, seed=(self.seed * 31 + salt) % (2**31 - 1))
 
+    def train_fresh(self, arch: str, x: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, desc: str, *,
+                    salt: int = 0, **hooks: Any) -> nn.Module:
+        """A fresh ``arch`` (initialisation salted by ``salt``) trained on ``(x, target)`` with seed
+        ``seed + salt``; ``hooks`` go to :func:`~conferprint.training.train_model` (e.g. ``perturb``)."""
+        model = self.fresh_model(arch, salt)
+        train_model(model, x, target, cfg, seed=self.seed + salt, progress=self.progress, desc=desc, **hooks)
+        return model.eval()
+
     def copy_source(self) -> nn.Module:
         """A deep copy: modification attacks never touch the defender's model itself."""
         return copy.deepcopy(self.source)
@@ -133,20 +144,37 @@ def list_attacks() -> list[str]:
     return sorted(ATTACKS)
 
 
-def _check_value(where: str, key: str, value: Any, default: Any, cls: type[Attack]) -> Any:
-    if isinstance(default, bool):
+def check_type(where: str, value: Any, kind: type) -> Any:
+    """``value`` as a config value of type ``kind`` (bool, int, float — ints accepted — or str);
+    refused with a message that names ``where``. Other kinds pass unchecked."""
+    if kind is bool:
         if not isinstance(value, bool):
-            raise AttackConfigError(f"{where}.{key}: expected true or false, got {value!r}")
-    elif isinstance(default, int):
+            raise AttackConfigError(f"{where}: expected true or false, got {value!r}")
+    elif kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise AttackConfigError(f"{where}.{key}: expected an integer, got {value!r}")
-    elif isinstance(default, float):
+            raise AttackConfigError(f"{where}: expected an integer, got {value!r}")
+    elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise AttackConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
+            raise AttackConfigError(f"{where}: expected a finite number, got {value!r}")
         value = float(value)
-    elif isinstance(default, str):
+    elif kind is str:
         if not isinstance(value, str):
-            raise AttackConfigError(f"{where}.{key}: expected a string, got {value!r}")
+            raise AttackConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def read_config_file(path: str | os.PathLike) -> Any:
+    """The YAML document at ``path``; an unreadable or malformed file is an :class:`AttackConfigError`."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise AttackConfigError(f"{path}: cannot read the config ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        raise AttackConfigError(f"{path}: not valid YAML ({e})") from e
+
+
+def _check_value(where: str, key: str, value: Any, default: Any, cls: type[Attack]) -> Any:
+    value = check_type(f"{where}.{key}", value, type(default))
     if key in cls.choices and value not in cls.choices[key]:
         raise AttackConfigError(f"{where}.{key}: {value!r} is not one of {', '.join(map(str, cls.choices[key]))}")
     if key in cls.ranges:

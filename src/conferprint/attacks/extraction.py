@@ -64,10 +64,9 @@ class Retrain(_ArchChecked):
         arch = ctx.resolve_arch(self.arch)
         x, _ = _subset(ctx, self.fraction, 2)
         target = ctx.query_source(x, self.labels, self.temperature)  # type: ignore[arg-type]
-        model = ctx.fresh_model(arch)
-        train_model(model, x, target, ctx.train_config(self.epochs, self.lr, temperature=self.temperature),
-                    seed=ctx.seed, progress=ctx.progress, desc=self.name)
-        return Stolen(model.eval(), arch, {"train_size": len(x)})
+        model = ctx.train_fresh(arch, x, target, ctx.train_config(self.epochs, self.lr, temperature=self.temperature),
+                                self.name)
+        return Stolen(model, arch, {"train_size": len(x)})
 
 
 @register
@@ -98,10 +97,8 @@ class Jagielski(_ArchChecked):
         arch = ctx.resolve_arch(self.arch)
         x, _ = ctx.attacker_data()
         target = F.softmax(ctx.query_source(x, "soft") / self.temperature, dim=1)
-        model = ctx.fresh_model(arch)
-        train_model(model, x, target, ctx.train_config(self.epochs, self.lr), seed=ctx.seed,
-                    progress=ctx.progress, desc=self.name)
-        return Stolen(model.eval(), arch, {"train_size": len(x)})
+        model = ctx.train_fresh(arch, x, target, ctx.train_config(self.epochs, self.lr), self.name)
+        return Stolen(model, arch, {"train_size": len(x)})
 
 
 @register
@@ -127,9 +124,10 @@ class Papernot(_ArchChecked):
         labels = ctx.query_source(x, "hard")
         sizes = []
         for r in range(self.rounds + 1):
-            model = ctx.fresh_model(arch, salt=r)  # retrained on the grown set each round, as in Alg. 1
-            train_model(model, x, labels, ctx.train_config(self.epochs, self.lr, batch_size=min(ctx.train.batch_size, 128)),
-                        seed=ctx.seed + r, progress=ctx.progress, desc=f"{self.name} round {r}")
+            # retrained on the grown set each round, as in Alg. 1
+            model = ctx.train_fresh(arch, x, labels,
+                                    ctx.train_config(self.epochs, self.lr, batch_size=min(ctx.train.batch_size, 128)),
+                                    f"{self.name} round {r}", salt=r)
             sizes.append(len(x))
             if r == self.rounds:
                 break
@@ -141,7 +139,7 @@ class Papernot(_ArchChecked):
             new = (x + self.step * grad.sign()).clamp(0, 1).detach()
             x = torch.cat([x, new])
             labels = torch.cat([labels, ctx.query_source(new, "hard")])
-        return Stolen(model.eval(), arch, {"set_sizes": sizes})
+        return Stolen(model, arch, {"set_sizes": sizes})
 
 
 @register
@@ -168,10 +166,8 @@ class Knockoff(_ArchChecked):
         pick = torch.randperm(len(pool), generator=ctx.generator(4))[: self.budget]
         x = pool[pick]
         target = ctx.query_source(x, self.labels)  # type: ignore[arg-type]
-        model = ctx.fresh_model(arch)
-        train_model(model, x, target, ctx.train_config(self.epochs, self.lr), seed=ctx.seed,
-                    progress=ctx.progress, desc=self.name)
-        return Stolen(model.eval(), arch, {"transfer_set": name, "train_size": len(x)})
+        model = ctx.train_fresh(arch, x, target, ctx.train_config(self.epochs, self.lr), self.name)
+        return Stolen(model, arch, {"transfer_set": name, "train_size": len(x)})
 
 
 @register
@@ -238,10 +234,8 @@ class Ensemble(_ArchChecked):
         members = []
         for i, part in enumerate(parts):
             x, _ = ctx.attacker_data(part)
-            m = ctx.fresh_model(arch, salt=i)
-            train_model(m, x, ctx.query_source(x, self.labels), ctx.train_config(self.epochs, self.lr),  # type: ignore[arg-type]
-                        seed=ctx.seed + i, progress=ctx.progress, desc=f"{self.name} member {i}")
-            members.append(m.eval())
+            members.append(ctx.train_fresh(arch, x, ctx.query_source(x, self.labels),  # type: ignore[arg-type]
+                                           ctx.train_config(self.epochs, self.lr), f"{self.name} member {i}", salt=i))
         name = ensemble_arch(arch, self.members)
         model = build_model(name, in_channels=ctx.data.in_channels, num_classes=ctx.num_classes,
                             mean=ctx.mean, std=ctx.std)

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from conferprint._io import atomic_write_text
 from conferprint.attacks import AttackConfigError
+from conferprint.attacks.base import read_config_file
 from conferprint.evasion import DetectorConfig, evasion_stats, train_detector
 from conferprint.experiments.quickstart import PRESETS, _make_fingerprint, prepare_study, resolve_config, run_quickstart, versions
 from conferprint.fingerprint import load_fingerprint
@@ -136,12 +136,7 @@ def parse_compare_config(doc: Any, preset: str | None = None) -> CompareConfig:
 
 
 def load_compare_config(path: str | os.PathLike, preset: str | None = None) -> CompareConfig:
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise AttackConfigError(f"{path}: cannot read the config ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise AttackConfigError(f"{path}: not valid YAML ({e})") from e
+    doc = read_config_file(path)
     return parse_compare_config(doc, preset)
 
 

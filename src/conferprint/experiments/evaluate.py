@@ -26,15 +26,15 @@ import os
 import statistics
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from conferprint._io import atomic_write_text
 from conferprint.attacks import Attack, AttackConfigError, AttackContext, make_attack
+from conferprint.attacks.base import check_type, read_config_file
 from conferprint.experiments.quickstart import PRESETS, prepare_study, resolve_config, run_quickstart, versions
 from conferprint.fingerprint import Fingerprint, load_fingerprint
 from conferprint.training import TrainConfig, accuracy, predict_labels
@@ -74,14 +74,6 @@ _EVAL = {"repeats": int, "accuracy_margin": float, "decision": str, "alpha": flo
 _ENTRY = {"name", "label", "repeats", "params"}
 
 
-def _typed(where: str, value: Any, kind: type) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) or (kind is float and not math.isfinite(value)):
-        raise AttackConfigError(f"{where}: expected {'a number' if kind is float else kind.__name__}, got {value!r}")
-    return value
-
-
 def _section(doc: dict, key: str, schema: dict[str, type]) -> dict[str, Any]:
     sec = doc.get(key) or {}
     if not isinstance(sec, dict):
@@ -90,7 +82,7 @@ def _section(doc: dict, key: str, schema: dict[str, type]) -> dict[str, Any]:
     for k, v in sec.items():
         if k not in schema:
             raise AttackConfigError(f"{key}.{k}: unknown key; known: {', '.join(sorted(schema))}")
-        out[k] = None if (k == "data_dir" and v is None) else _typed(f"{key}.{k}", v, schema[k])
+        out[k] = None if (k == "data_dir" and v is None) else check_type(f"{key}.{k}", v, schema[k])
     return out
 
 
@@ -130,11 +122,11 @@ def parse_config(doc: Any, preset: str | None = None, repeats: int | None = None
             if k not in _ENTRY:
                 raise AttackConfigError(f"{where}.{k}: unknown key; known: {', '.join(sorted(_ENTRY))}")
         attack = make_attack(e.get("name"), e.get("params"), where)
-        label = _typed(f"{where}.label", e["label"], str) if "label" in e else _default_label(attack)
+        label = check_type(f"{where}.label", e["label"], str) if "label" in e else _default_label(attack)
         if not label or any(c in label for c in "/\\") or label.startswith(".") or label in labels:
             raise AttackConfigError(f"{where}.label: {label!r} is empty, not a file name, or used twice")
         labels.add(label)
-        reps = _typed(f"{where}.repeats", e["repeats"], int) if "repeats" in e else ev.get("repeats", 1)
+        reps = check_type(f"{where}.repeats", e["repeats"], int) if "repeats" in e else ev.get("repeats", 1)
         if reps < 1:
             raise AttackConfigError(f"{where}.repeats: must be ≥ 1, got {reps!r}")
         entries.append(AttackEntry(label, attack, reps))
@@ -148,12 +140,7 @@ def _default_label(attack: Attack) -> str:
 
 
 def load_config(path: str | os.PathLike, preset: str | None = None, repeats: int | None = None) -> EvalConfig:
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise AttackConfigError(f"{path}: cannot read the config ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise AttackConfigError(f"{path}: not valid YAML ({e})") from e
+    doc = read_config_file(path)
     return parse_config(doc, preset, repeats)
 
 
@@ -290,7 +277,7 @@ def steal(zoo: Zoo, name: str, attack: Attack, *, source: torch.nn.Module, sourc
     leaked = ctx.touched & set(torch.as_tensor(d1).tolist())
     if leaked:  # a defect of the attack, never a result
         raise RuntimeError(f"attack {attack.name!r} read {len(leaked)} defender (D1) images")
-    spec = ModelSpec(**{**spec.to_json(), "arch": stolen.arch, "mean": mean, "std": std})
+    spec = replace(spec, arch=stolen.arch)
     model = stolen.model
     fidelity = predict_labels(model, data.x_test) == predict_labels(source, data.x_test)
     meta = zoo.save(spec, model, {
@@ -305,7 +292,7 @@ def _load_stolen(zoo: Zoo, spec: ModelSpec):
     if meta is None:
         return None
     # the architecture is the attack's output (e.g. an ensemble), so take it from the stored entry
-    spec = ModelSpec(**{**spec.to_json(), "arch": meta.get("arch", "?"), "mean": tuple(spec.mean), "std": tuple(spec.std)})
+    spec = replace(spec, arch=meta.get("arch", "?"))
     try:
         found = zoo.load(spec)
     except Exception as e:  # noqa: BLE001 - a broken entry is retrained, never trusted

@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _spec_from_json(d: dict) -> ModelSpec:
-    return ModelSpec(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
-
-
 def train_task(zoo_root: str, spec_json: dict, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
                y_test: torch.Tensor, teacher_spec_json: dict | None, threads: int, amp: bool = False) -> dict:
     """The body of one Ray task: train the model of ``spec_json`` into the zoo at ``zoo_root``; its metadata."""
@@ -38,12 +34,12 @@ def train_task(zoo_root: str, spec_json: dict, x: torch.Tensor, y: torch.Tensor,
 
     torch.set_num_threads(threads)  # a Ray worker process: one model, the CPUs it was granted
     zoo = Zoo(zoo_root)
-    spec = _spec_from_json(spec_json)
+    spec = ModelSpec.from_json(spec_json)
     target = y
     if spec.labels != "ground_truth":
         if teacher_spec_json is None:
             raise ValueError(f"{spec.name}: a surrogate needs its teacher")
-        found = zoo.load(_spec_from_json(teacher_spec_json))
+        found = zoo.load(ModelSpec.from_json(teacher_spec_json))
         if found is None:
             raise RuntimeError(f"{spec.name}: teacher {teacher_spec_json['name']} is not in the zoo at {zoo_root}")
         target = teacher_labels(found[0], x, spec.labels, spec.train["temperature"])  # type: ignore[arg-type]
@@ -73,7 +69,8 @@ def run_jobs_on_ray(builder: "ZooBuilder", jobs: list["Job"], *, address: str | 
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    missing = [j for j in jobs if builder.zoo.load(j.spec) is None]
+    found = {j.spec.name: builder.zoo.load(j.spec) for j in jobs}  # entries already there are loaded once
+    missing = [j for j in jobs if found[j.spec.name] is None]
     t0 = time.perf_counter()
     if missing:
         remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1)(train_task)
@@ -94,10 +91,10 @@ def run_jobs_on_ray(builder: "ZooBuilder", jobs: list["Job"], *, address: str | 
     out = []
     names = {j.spec.name for j in missing}
     for j in jobs:
-        found = builder.zoo.load(j.spec)
-        if found is None:
+        entry = found[j.spec.name] if j.spec.name not in names else builder.zoo.load(j.spec)
+        if entry is None:
             raise RuntimeError(f"{j.spec.name}: the Ray task finished but the zoo holds no valid entry")
-        model, meta = found
+        model, meta = entry
         model.to(builder.device)
         out.append(Trained(j.spec.name, model, meta, meta.get("train_seconds", 0.0) if j.spec.name in names else 0.0,
                            j.spec.name in names))
