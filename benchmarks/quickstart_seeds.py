@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
                      "source_test_acc": res["source"]["test_acc"], "per_arch": res["per_arch"],
                      "models": [{k: m[k] for k in ("name", "role", "arch", "labels", "test_acc", "cae_acc", "score")}
                                 for m in res["models"]],
+                     "from_nothing_seconds": from_nothing(res),
                      "goal_met": bool(res["roc_auc"] >= 0.95 and sep.get("margin", -1) > 0
                                       and res["fingerprint"]["size"] == 100 and res["fingerprint"]["params"]["eps"] <= 0.1
-                                      and res["timings"]["total"] < 900)})
+                                      and from_nothing(res) < 900)})
         payload = {"command": "python benchmarks/quickstart_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                    "preset": DEFAULT.to_dict(), "runs": runs, "versions": versions(),
                    "note": "wall_seconds include reusing models left by an earlier run of the same seed; "
@@ -56,15 +57,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def from_nothing(res: dict) -> float:
+    """The run's time had no model been reused: every model's own training time (stored in the zoo when
+    it was trained) plus this run's data, generation and verification phases."""
+    models = [m.get("trained_seconds") or 0.0 for m in res["models"] + res["training_models"]]
+    t = res["timings"]
+    other = sum(t.get(k, 0.0) for k in ("data", "cem", "pgd", "control", "verify"))
+    return (res["source"].get("trained_seconds") or t["source"]) + sum(models) + other
+
+
 def write_md(payload: dict, path: Path) -> None:
     f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["# Quickstart `default` preset across seeds", "", f"Command: `{payload['command']}`", "",
              "Score = CAEAcc on the CEM fingerprint − CAEAcc on the PGD control set (labels only). "
              "8 held-out surrogates (cnn_small, lenet_bn, mlp, cnn; soft and hard labels) and 8 held-out references.", "",
-             "| seed | models trained | total s | source acc | AUC (score) | margin | TPR@FPR0 | AUC raw CAEAcc | margin raw | AUC PGD | goal met |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| seed | models trained | total s | from nothing s | source acc | AUC (score) | margin | TPR@FPR0 | AUC raw CAEAcc | margin raw | AUC PGD | goal met |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in payload["runs"]:
-        lines.append(f"| {r['seed']} | {r['retrained']['count']}/{r['retrained']['of']} | {r['timings']['total']:.0f} | "
+        lines.append(f"| {r['seed']} | {r['retrained']['count']}/{r['retrained']['of']} | {r['timings']['total']:.0f} | {r['from_nothing_seconds']:.0f} | "
                      f"{r['source_test_acc']:.4f} | {f(r['roc_auc'])} | {f(r['margin'])} | {f(r['tpr_at_fpr_0'])} | "
                      f"{f(r['raw_cae_acc'].get('roc_auc'))} | {f(r['raw_cae_acc'].get('margin'))} | "
                      f"{f((r['pgd'] or {}).get('roc_auc'))} | {'yes' if r['goal_met'] else 'no'} |")

@@ -135,7 +135,29 @@ def test_generation_that_keeps_nothing_says_so(digit_models):
         cem.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
 
 
-@pytest.mark.parametrize("bad", [dict(eps=0.0), dict(dropout=1.0), dict(tau=1.5), dict(target="nope"), dict(steps=0)])
+def test_search_best_optimises_every_candidate_and_keeps_the_most_conferrable(digit_models):
+    from dataclasses import replace
+
+    from conferprint.fingerprint.scores import labels_of
+
+    m = digit_models
+    first = replace(FAST_CEM, size=10, balance=False, tau=0.0)
+    best = replace(first, search="best")
+    fp_first = first.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    fp_best = best.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    # "first" stops after the first batch that fills the quota; "best" spends the whole budget
+    assert fp_first.manifest["stats"]["candidates_used"] == FAST_CEM.batch_size
+    assert fp_best.manifest["stats"]["candidates_used"] == FAST_CEM.max_candidates
+    # the kept scores are the true hard Confer of the kept inputs, and "best" keeps the top of all found
+    surr, refs = labels_of(m["surrogates"], fp_best.inputs), labels_of(m["references"], fp_best.inputs)
+    assert torch.allclose(fp_best.train_confer, confer(surr, refs, fp_best.keys))
+    assert float(fp_best.train_confer.min()) >= float(fp_first.train_confer.min())
+    assert float(fp_best.train_confer.mean()) >= float(fp_first.train_confer.mean())
+    assert (fp_best.train_confer[:-1] >= fp_best.train_confer[1:]).all()  # best first
+
+
+@pytest.mark.parametrize("bad", [dict(eps=0.0), dict(dropout=1.0), dict(tau=1.5), dict(target="nope"), dict(steps=0),
+                                 dict(search="all"), dict(search="best", max_candidates=None)])
 def test_invalid_cem_parameters_are_refused(bad):
     with pytest.raises(ValueError):
         CEM(**bad)

@@ -3,6 +3,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from conferprint.cli import main
 from conferprint.experiments.quickstart import TINY, run_quickstart
@@ -110,6 +111,25 @@ def test_control_difference_score_is_label_only_and_decides(tiny_run, tmp_path):
     assert again["roc_auc"] == pytest.approx(roc_auc(pos, neg))
     assert again["raw_cae_acc"]["roc_auc"] == pytest.approx(res["roc_auc"])
     assert "CEM − PGD control" in (again_dir / "report.md").read_text()
+
+
+def test_a_separate_control_set_is_generated_and_used_by_the_score(tiny_run, tmp_path):
+    from dataclasses import replace
+
+    from conferprint.experiments.quickstart import control_fingerprint
+    from conferprint.fingerprint import PGD, load_fingerprint
+
+    out, _ = tiny_run
+    again_dir = tmp_path / "ctl"
+    shutil.copytree(out, again_dir)
+    cfg = replace(TINY, score="control_diff", threshold=0.0, control=PGD(eps=0.2, steps=10, size=30, max_candidates=256))
+    res = run_quickstart(again_dir, cfg, seed=0, data_dir=FMNIST_DIR, progress=False)
+    ctl = load_fingerprint(again_dir / "fingerprint-control")
+    assert len(ctl) == res["fingerprint"]["control_size"] == 30 and ctl.manifest["params"]["eps"] == 0.2
+    assert torch.equal(control_fingerprint(again_dir).inputs, ctl.inputs)  # preferred over fingerprint-pgd
+    for m in res["models"]:
+        assert m["score"] == pytest.approx(m["cae_acc"] - m["scores"]["control"])
+    assert control_fingerprint(tmp_path) is None
 
 
 def test_control_difference_needs_the_control_set():

@@ -101,3 +101,20 @@ def test_quickstart_refuses_cuda_without_a_gpu(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path), "--preset", "tiny", "--device", "cuda",
                  "--data-dir", str(tmp_path)]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_linear_scaling_rule_for_large_batches(digits):
+    from conferprint.training import MAX_LR, scale_batch
+
+    base = TrainConfig(epochs=25, batch_size=64, lr=0.05, augment=False, warmup=0.0)
+    big = scale_batch(base, 256)
+    assert big.batch_size == 256 and big.lr == pytest.approx(0.2) and big.warmup == pytest.approx(0.05)
+    assert scale_batch(base, 32).lr == pytest.approx(0.025)
+    assert scale_batch(base, 10**6).lr == MAX_LR
+    assert scale_batch(base, 64) == TrainConfig(epochs=25, batch_size=64, lr=0.05, augment=False, warmup=0.05)
+    with pytest.raises(ValueError, match="batch_size"):
+        scale_batch(base, 0)
+    # the scaled run still learns: 4x fewer steps at 4x the rate
+    m = build_model("digits_cnn", in_channels=1, num_classes=10, seed=0)
+    train_model(m, digits.x_train, digits.y_train, big, seed=0)
+    assert accuracy(m, digits.x_test, digits.y_test) > 0.9

@@ -12,6 +12,12 @@ def _quickstart(args: argparse.Namespace) -> int:
     from conferprint.experiments.quickstart import resolve_config, run_quickstart
 
     cfg = resolve_config(args.preset)
+    if args.batch_size is not None:  # bigger batches for a GPU, with the linear learning-rate rule
+        from dataclasses import replace
+
+        from conferprint.training import scale_batch
+
+        cfg = replace(cfg, train=scale_batch(cfg.train, args.batch_size))
     options = {"address": args.ray_address, "num_cpus": args.ray_cpus, "num_gpus": args.ray_gpus}
     res = run_quickstart(args.out, cfg, seed=args.seed, data_dir=args.data_dir, progress=not args.no_progress,
                          executor=args.executor, executor_options=options if args.executor == "ray" else None,
@@ -197,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="train, fingerprint and verify on Fashion-MNIST, end to end")
     q.add_argument("--out", required=True, help="output folder (its zoo/ makes reruns resume)")
-    q.add_argument("--preset", choices=["tiny", "default", "cifar10"], default="default")
+    q.add_argument("--preset", choices=["tiny", "default", "cifar10", "cifar10-cpu"], default="default")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -210,12 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per training task (a fraction such as 0.25 trains several small models per GPU)")
     q.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     q.add_argument("--bf16", action="store_true", help="bf16 autocast while training on CUDA")
+    q.add_argument("--batch-size", type=int, default=None,
+                   help="training batch size (default: the preset's); the peak learning rate scales linearly with it")
     q.set_defaults(func=_quickstart)
 
     ev = sub.add_parser("evaluate", help="run the removal attacks of a config against the quickstart's fingerprint")
     ev.add_argument("--config", required=True, help="YAML config (see configs/fmnist-removal.yaml)")
     ev.add_argument("--out", required=True, help="output folder (study/ and zoo/ inside make reruns resume)")
-    ev.add_argument("--preset", choices=["tiny", "default", "cifar10"], default=None, help="override the config's study preset")
+    ev.add_argument("--preset", choices=["tiny", "default", "cifar10", "cifar10-cpu"], default=None, help="override the config's study preset")
     ev.add_argument("--repeats", type=int, default=None, help="override the config's evaluation.repeats")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_evaluate)
@@ -237,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="CEM against IPGuard and the classic attacks on the same held-out models; evasion")
     cp.add_argument("--config", required=True, help="YAML config (see configs/fmnist-compare.yaml)")
     cp.add_argument("--out", required=True)
-    cp.add_argument("--preset", choices=["tiny", "default", "cifar10"], default=None)
+    cp.add_argument("--preset", choices=["tiny", "default", "cifar10", "cifar10-cpu"], default=None)
     cp.add_argument("--no-progress", action="store_true")
     cp.set_defaults(func=_compare)
 

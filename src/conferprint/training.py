@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable, Literal
 
 import torch
@@ -39,6 +39,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+MAX_LR = 3.2  # the linear rule stops here: Goyal et al. trained ResNet-50 at batch 8k with lr 3.2
+
+
+def scale_batch(cfg: TrainConfig, batch_size: int) -> TrainConfig:
+    """``cfg`` at another batch size with the linear scaling rule (Goyal et al. 2017, "Accurate, large
+    minibatch SGD"): the peak learning rate grows with the batch, ``lr · batch_size / cfg.batch_size``
+    (capped at :data:`MAX_LR`), and the warm-up the rule needs is already part of the schedule
+    (``cfg.warmup``, at least 5 % of the steps here). For GPUs, where small batches leave it idle."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    return replace(cfg, batch_size=batch_size, lr=min(MAX_LR, cfg.lr * batch_size / cfg.batch_size),
+                   warmup=max(cfg.warmup, 0.05))
 
 
 def uses_channels_last(model: nn.Module) -> bool:

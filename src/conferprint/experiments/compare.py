@@ -33,7 +33,7 @@ from conferprint._io import atomic_write_text
 from conferprint.attacks import AttackConfigError
 from conferprint.attacks.base import read_config_file
 from conferprint.evasion import DetectorConfig, evasion_stats, train_detector
-from conferprint.experiments.quickstart import PRESETS, _make_fingerprint, prepare_study, resolve_config, run_quickstart, versions
+from conferprint.experiments.quickstart import PRESETS, _make_fingerprint, control_fingerprint, prepare_study, resolve_config, run_quickstart, versions
 from conferprint.fingerprint import load_fingerprint
 from conferprint.fingerprint.foolbox_baselines import METHODS as PLAIN_METHODS, Plain
 from conferprint.fingerprint.generate import GenerationError
@@ -188,7 +188,11 @@ def run_compare(config: CompareConfig, out: str | os.PathLike, *, progress: bool
                   "adversarial_rate": stats.get("adversarial_rate"), **_perturbation(f),
                   "source_cae_acc": verify_oracle(model_oracle(source.model), f)}
     roc.update(gen_info)
-    add_control_difference(rows, roc)
+    control = control_fingerprint(out / "study")
+    if control is not None:
+        for m, r in zip(study.testing, rows):
+            r["scores"]["control"] = verify_oracle(model_oracle(m.model), control)
+    add_control_difference(rows, roc, len(control) if control is not None else 0)
 
     # 1. conferrability per ε, from the same candidates
     gen = torch.Generator().manual_seed(config.seed + 17)
@@ -249,16 +253,17 @@ def run_compare(config: CompareConfig, out: str | os.PathLike, *, progress: bool
     return results
 
 
-def add_control_difference(rows: list[dict[str, Any]], roc: dict[str, Any]) -> None:
-    """The quickstart's decisive score beside the raw ones: CAEAcc(CEM) − CAEAcc(PGD control)."""
-    if "cem" not in roc or "pgd" not in roc or "error" in roc["pgd"]:
+def add_control_difference(rows: list[dict[str, Any]], roc: dict[str, Any], control_size: int) -> None:
+    """The quickstart's decisive score beside the raw ones: CAEAcc(CEM) − CAEAcc(PGD control set),
+    from each row's ``scores["control"]``."""
+    if "cem" not in roc or not rows or "control" not in rows[0]["scores"]:
         return
     for r in rows:
-        r["scores"]["cem-pgd"] = control_difference(r["scores"]["cem"], r["scores"]["pgd"])
+        r["scores"]["cem-pgd"] = control_difference(r["scores"]["cem"], r["scores"].pop("control"))
     pos = [r["scores"]["cem-pgd"] for r in rows if r["role"] == "surrogate"]
     neg = [r["scores"]["cem-pgd"] for r in rows if r["role"] == "reference"]
-    roc["cem-pgd"] = {**separation_stats(pos, neg), "size": roc["cem"]["size"] + roc["pgd"]["size"],
-                      "note": "CAEAcc(CEM) − CAEAcc(PGD control): the quickstart's score"}
+    roc["cem-pgd"] = {**separation_stats(pos, neg), "size": roc["cem"]["size"] + control_size,
+                      "note": "CAEAcc(CEM) − CAEAcc(PGD control set): the quickstart's score"}
 
 
 def _cem_examples(cem, source, surrogates, references, x, y, seed) -> torch.Tensor:

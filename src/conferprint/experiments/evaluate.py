@@ -35,7 +35,7 @@ import torch
 from conferprint._io import atomic_write_text
 from conferprint.attacks import Attack, AttackConfigError, AttackContext, make_attack
 from conferprint.attacks.base import check_type, read_config_file
-from conferprint.experiments.quickstart import PRESETS, prepare_study, resolve_config, run_quickstart, versions
+from conferprint.experiments.quickstart import PRESETS, control_fingerprint, prepare_study, resolve_config, run_quickstart, versions
 from conferprint.fingerprint import Fingerprint, load_fingerprint
 from conferprint.training import TrainConfig, accuracy, predict_labels
 from conferprint.verify import model_oracle, verify_oracle
@@ -173,7 +173,7 @@ class Judge:
         if self.score_kind == "family_null":
             raise AttackConfigError("the evaluation supports study scores cae_acc and control_diff")
         if self.score_kind == "control_diff" and control is None:
-            raise AttackConfigError("the study's score needs its PGD control fingerprint (fingerprint-pgd)")
+            raise AttackConfigError("the study's score needs its PGD control set (fingerprint-control or fingerprint-pgd)")
         n = len(fp)
         refs = [m["cae_acc"] for m in study_results["models"] if m["role"] == "reference"]
         self.thresholds: dict[str, tuple[str, float]] = {"score": ("score", float(study_results["threshold"]))}
@@ -211,8 +211,7 @@ def run_evaluation(config: EvalConfig, out: str | os.PathLike, *, progress: bool
     study = prepare_study(qcfg, out / "study" / "zoo", seed=config.seed, data_dir=config.data_dir)  # reloads
     study_seconds = time.perf_counter() - t
     fp = load_fingerprint(out / "study" / "fingerprint")
-    control_path = out / "study" / "fingerprint-pgd.safetensors"
-    control = load_fingerprint(out / "study" / "fingerprint-pgd") if control_path.exists() else None
+    control = control_fingerprint(out / "study")
     judge = Judge(fp, control, study_results, config)
     data, source = study.data, study.source
     source_acc = source.meta["test_acc"]

@@ -39,6 +39,9 @@ class CEM:
     balance: bool = True  # balance the target classes of the kept examples
     batch_size: int = 256  # candidates optimised together
     max_candidates: int | None = 2048  # stop after this many candidates even if short of `size`
+    # "first": stop as soon as `size` examples pass τ; "best": optimise all `max_candidates` and keep
+    # the `size` with the highest Confer on the training models (τ is then a floor)
+    search: Literal["first", "best"] = "first"
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
@@ -49,6 +52,10 @@ class CEM:
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
         if self.target not in ("source", "conferrable"):
             raise ValueError(f"target must be 'source' or 'conferrable', got {self.target!r}")
+        if self.search not in ("first", "best"):
+            raise ValueError(f"search must be 'first' or 'best', got {self.search!r}")
+        if self.search == "best" and self.max_candidates is None:
+            raise ValueError("search 'best' optimises every candidate: give max_candidates")
         if self.steps < 1 or self.size < 1 or self.batch_size < 1:
             raise ValueError("steps, size and batch_size must be ≥ 1")
 
@@ -132,4 +139,5 @@ class CEM:
             source=source, surrogates=surrogates, references=references, x=x, y=y, size=self.size, tau=self.tau,
             balance=self.balance, batch_size=self.batch_size, max_candidates=self.max_candidates, steps=self.steps,
             seed=seed, num_classes=num_classes, source_sha256=source_sha256, progress=progress,
+            exhaust=self.search == "best",
         )

@@ -2,7 +2,9 @@
 
 Candidates are inputs the source classifies correctly, drawn in a seeded order; they are
 optimised a batch at a time until every target class has enough conferrable examples (or the
-candidate budget is spent); the kept examples are balanced over target classes.
+candidate budget is spent); the kept examples are balanced over target classes. With
+``exhaust=True`` the whole candidate budget is optimised and the ``size`` best-scoring examples
+are kept (the search CEM's ``search="best"`` uses), instead of the first ones that pass τ.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ def generate_fingerprint(
     source_sha256: str | None = None,
     progress: bool = False,
     accept: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    exhaust: bool = False,
 ) -> Fingerprint:
     """``accept(x_adv, source_labels, y) -> bool mask`` replaces the default selection (adversarial for
     the source and Confer ≥ τ on the training models), e.g. IPGuard's boundary criterion."""
@@ -90,7 +93,7 @@ def generate_fingerprint(
         counts = torch.bincount(torch.cat(kept_t), minlength=num_classes)
         bar.set_postfix(kept=int(counts.sum()))
         enough = bool((counts >= quota).all()) if balance else int(counts.sum()) >= size
-        if enough:
+        if enough and not exhaust:
             break
     bar.close()
     xs, x0s, ys, ts, ss = (torch.cat(v) for v in (kept_x, kept_x0, kept_y, kept_t, kept_s))

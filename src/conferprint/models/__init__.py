@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -36,6 +37,11 @@ ARCHITECTURES: dict[str, ArchInfo] = {
         ArchInfo("cnn_small", "cnn", 28, small.CNNSmall, True),
         ArchInfo("cnn_wide", "cnn", 28, small.CNNWide, True),
         ArchInfo("lenet_bn", "lenet", 28, small.LeNetBN, True),
+        # 32×32 variants of the small networks: CIFAR-10 at the scale a CPU allows
+        ArchInfo("mlp32", "mlp", 32, partial(small.MLP, size=32), False),
+        ArchInfo("cnn32", "cnn", 32, partial(small.CNN, size=32), True),
+        ArchInfo("cnn_small32", "cnn", 32, partial(small.CNNSmall, size=32), True),
+        ArchInfo("lenet_bn32", "lenet", 32, partial(small.LeNetBN, size=32), True),
         ArchInfo("digits_linear", "linear", 8, small.DigitsLinear, False),
         ArchInfo("digits_cnn", "cnn", 8, small.DigitsCNN, False),
         ArchInfo("resnet20", "resnet", 32, cifar.resnet20, True),

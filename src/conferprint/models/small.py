@@ -1,4 +1,5 @@
-"""Small networks for 28×28 grayscale inputs (Fashion-MNIST) and 8×8 digits (tests)."""
+"""Small networks for 28×28 grayscale inputs (Fashion-MNIST), their 32×32 variants (CIFAR-10 on a CPU)
+and 8×8 digits (tests)."""
 from __future__ import annotations
 
 from torch import nn
@@ -21,36 +22,37 @@ def MLP(in_channels: int = 1, num_classes: int = 10, size: int = 28) -> nn.Modul
     )
 
 
-def _cnn(in_channels: int, num_classes: int, c1: int, c2: int, hidden: int) -> nn.Module:
+def _cnn(in_channels: int, num_classes: int, c1: int, c2: int, hidden: int, size: int = 28) -> nn.Module:
     return nn.Sequential(
-        *_conv_block(in_channels, c1, True), nn.MaxPool2d(2),  # 14×14
-        *_conv_block(c1, c2, True), nn.MaxPool2d(2),  # 7×7
+        *_conv_block(in_channels, c1, True), nn.MaxPool2d(2),  # size/2
+        *_conv_block(c1, c2, True), nn.MaxPool2d(2),  # size/4
         nn.Flatten(),
-        nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(inplace=True),
+        nn.Linear(c2 * (size // 4) ** 2, hidden), nn.ReLU(inplace=True),
         nn.Linear(hidden, num_classes),
     )
 
 
-def CNN(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+def CNN(in_channels: int = 1, num_classes: int = 10, size: int = 28) -> nn.Module:
     """Two conv blocks (32, 64) with BatchNorm and a 128-unit head: the Fashion-MNIST source."""
-    return _cnn(in_channels, num_classes, 32, 64, 128)
+    return _cnn(in_channels, num_classes, 32, 64, 128, size)
 
 
-def CNNSmall(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
-    return _cnn(in_channels, num_classes, 16, 32, 64)
+def CNNSmall(in_channels: int = 1, num_classes: int = 10, size: int = 28) -> nn.Module:
+    return _cnn(in_channels, num_classes, 16, 32, 64, size)
 
 
-def CNNWide(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
-    return _cnn(in_channels, num_classes, 48, 96, 256)
+def CNNWide(in_channels: int = 1, num_classes: int = 10, size: int = 28) -> nn.Module:
+    return _cnn(in_channels, num_classes, 48, 96, 256, size)
 
 
-def LeNetBN(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+def LeNetBN(in_channels: int = 1, num_classes: int = 10, size: int = 28) -> nn.Module:
     """LeNet-5 (5×5 convolutions, 6 and 16 maps) with BatchNorm."""
+    side = ((size // 2) - 4) // 2  # 5 for 28×28 inputs, 6 for 32×32
     return nn.Sequential(
         nn.Conv2d(in_channels, 6, 5, padding=2, bias=False), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 5×5
+        nn.Conv2d(6, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True),
+        nn.Linear(16 * side * side, 120), nn.ReLU(inplace=True),
         nn.Linear(120, 84), nn.ReLU(inplace=True),
         nn.Linear(84, num_classes),
     )
