@@ -47,3 +47,16 @@ def test_resnet_depths_differ():
     n56 = sum(p.numel() for p in r56.parameters())
     assert 0.26e6 < n20 < 0.28e6  # He et al. 2016: 0.27M
     assert 0.84e6 < n56 < 0.87e6  # 0.85M
+
+
+def test_every_preset_uses_architectures_of_its_datasets_input_size():
+    from conferprint.experiments.quickstart import PRESETS
+
+    side = {"fashion-mnist": 28, "cifar10": 32}
+    for name, cfg in PRESETS.items():
+        archs = {cfg.source_arch} | {g.arch for g in cfg.training + cfg.testing + cfg.calibration}
+        sizes = {a: arch_info(a).input_size for a in archs}
+        assert all(s == side[cfg.dataset] for s in sizes.values()), (name, sizes)
+        # the testing models hold the protocol: surrogates of ≥ 3 architectures, the source's among the references
+        assert len({g.arch for g in cfg.testing if g.role == "surrogate"}) >= 3, name
+        assert cfg.source_arch in {g.arch for g in cfg.testing if g.role == "reference"}, name
