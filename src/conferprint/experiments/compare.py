@@ -174,11 +174,14 @@ def run_compare(config: CompareConfig, out: str | os.PathLike, *, progress: bool
                                              config.seed, data.num_classes, progress)
         except GenerationError as e:
             gen_info[name] = {"error": str(e)}
+    control = control_fingerprint(out / "study")  # the study's control set, for its calibrated score
     rows = []
     for m in study.testing:
         oracle = model_oracle(m.model)
-        rows.append({"name": m.name, "role": m.meta["role"], "arch": m.arch,
-                     "scores": {k: verify_oracle(oracle, f) for k, f in fps.items()}})
+        scores = {k: verify_oracle(oracle, f) for k, f in fps.items()}
+        if control is not None:
+            scores["control"] = verify_oracle(oracle, control)
+        rows.append({"name": m.name, "role": m.meta["role"], "arch": m.arch, "scores": scores})
     roc = {}
     for k, f in fps.items():
         pos = [r["scores"][k] for r in rows if r["role"] == "surrogate"]
@@ -188,10 +191,6 @@ def run_compare(config: CompareConfig, out: str | os.PathLike, *, progress: bool
                   "adversarial_rate": stats.get("adversarial_rate"), **_perturbation(f),
                   "source_cae_acc": verify_oracle(model_oracle(source.model), f)}
     roc.update(gen_info)
-    control = control_fingerprint(out / "study")
-    if control is not None:
-        for m, r in zip(study.testing, rows):
-            r["scores"]["control"] = verify_oracle(model_oracle(m.model), control)
     add_control_difference(rows, roc, len(control) if control is not None else 0)
 
     # 1. conferrability per ε, from the same candidates
