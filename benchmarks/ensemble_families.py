@@ -1,0 +1,127 @@
+"""More surrogates of the other architectures in CEM's training ensemble (issue: separation).
+
+    python benchmarks/ensemble_families.py --seeds 0 1 2 --variants hard soft hardsoft
+
+The default preset's training ensemble holds 10 surrogates, 6 of them of the source's architecture
+(cnn_small), against 16 references; its best held-out reference is always a lenet_bn one and its
+weakest surrogates are of other architectures. Each variant adds D1 surrogates of the two other
+architectures to that ensemble and reruns the whole default study (`run_quickstart`, exactly what
+`conferprint quickstart` runs; same source, same 8 + 8 held-out testing models):
+
+- ``hard``: + 2 lenet_bn and 2 mlp surrogates trained on the source's hard labels (30 members);
+- ``soft``: + 2 lenet_bn and 2 mlp surrogates on its soft labels (30 members);
+- ``hardsoft``: both (34 members).
+
+Each run lives in benchmarks/runs/ensemble-<variant>-seed<N>/; its zoo starts as a copy of the
+default study's zoo (benchmarks/runs/quickstart-seed<N>/zoo, when there) so only the added models
+are trained; rerunning resumes. Reported per run: the calibrated score (CAEAcc − control, the
+default's) and raw CAEAcc, each as AUC and margin over the held-out models, the per-architecture
+margins, the default study's own numbers for the same seed, and the run's cost from nothing.
+Writes benchmarks/results/ensemble-families-fashion-mnist.json and
+docs/results/ensemble-families-fashion-mnist.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from conferprint._io import atomic_write_text
+from conferprint.experiments.quickstart import DEFAULT, run_quickstart, versions
+from conferprint.experiments.zoo_builder import Group
+from conferprint.verify import separation_stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quickstart_seeds import from_nothing  # noqa: E402  (the benchmarks share one cost rule)
+
+ROOT = Path(__file__).resolve().parents[1]
+_HARD = (Group("lenet_bn", "surrogate", "hard", 2, 3, "pool"), Group("mlp", "surrogate", "hard", 2, 8, "pool"))
+_SOFT = (Group("lenet_bn", "surrogate", "soft", 2, 3, "pool"), Group("mlp", "surrogate", "soft", 2, 8, "pool"))
+VARIANTS = {"hard": _HARD, "soft": _SOFT, "hardsoft": _HARD + _SOFT}
+
+
+def _summary(res: dict) -> dict:
+    def control_diff(key: str) -> dict:
+        rows = res["models"]
+        return separation_stats([m["scores"]["cem"] - m["scores"][key] for m in rows if m["role"] == "surrogate"],
+                                [m["scores"]["cem"] - m["scores"][key] for m in rows if m["role"] == "reference"])
+
+    return {"calibrated": control_diff("control"), "raw": res["raw_cae_acc"],
+            "per_arch_calibrated_margin": {a: v["margin"] for a, v in res["per_arch"].items()},
+            "models": [{"name": m["name"], "role": m["role"], "arch": m["arch"], "labels": m["labels"],
+                        "cae_acc": m["cae_acc"], "control": m["scores"]["control"]} for m in res["models"]]}
+
+
+def run(variant: str, seed: int, data_dir) -> dict:
+    out = ROOT / "benchmarks" / "runs" / f"ensemble-{variant}-seed{seed}"
+    base = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
+    if not (out / "zoo").exists() and (base / "zoo").exists():
+        shutil.copytree(base / "zoo", out / "zoo")
+    config = replace(DEFAULT, preset=f"default+{variant}", training=DEFAULT.training + VARIANTS[variant])
+    t = time.perf_counter()
+    res = run_quickstart(out, config, seed=seed, data_dir=data_dir, progress=False)
+    entry = {"variant": variant, "seed": seed, "training_members": len(res["training_models"]),
+             "wall_seconds": time.perf_counter() - t, "from_nothing_seconds": from_nothing(res, out),
+             "cem_seconds": res["fingerprint"]["stats"]["seconds"], **_summary(res)}
+    default = base / "results.json"
+    if default.exists():
+        d = json.loads(default.read_text())
+        if d["config"]["cem"] == config.to_dict()["cem"] and d["config"]["training"] == DEFAULT.to_dict()["training"]:
+            entry["default"] = {k: v for k, v in _summary(d).items() if k != "models"}
+    return entry
+
+
+def write_md(payload: dict, path: Path) -> None:
+    f = lambda d, k: "–" if not d else f"{d[k]:.3f}" if k == "roc_auc" else f"{d[k]:+.3f}"  # noqa: E731
+    lines = ["# Surrogates of other architectures in CEM's training ensemble (Fashion-MNIST)", "",
+             f"Command: `{payload['command']}`", "",
+             "The default study per seed, rerun with extra D1 surrogates (lenet_bn 3 epochs, mlp 8 epochs) in the "
+             "training ensemble; same source, same 8 + 8 held-out testing models, same CEM and control settings. "
+             "'calibrated' = CAEAcc(fingerprint) − CAEAcc(control), the default's score; 'raw' = CAEAcc. "
+             "Margin = min(surrogate) − max(reference).", "",
+             "| seed | ensemble | members | calibrated AUC | calibrated margin | raw AUC | raw margin | CEM s | from nothing s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    seeds = sorted({r["seed"] for r in payload["runs"]})
+    for seed in seeds:
+        runs = [r for r in payload["runs"] if r["seed"] == seed]
+        d = next((r["default"] for r in runs if "default" in r), None)
+        if d:
+            lines.append(f"| {seed} | default | 26 | {f(d['calibrated'], 'roc_auc')} | {f(d['calibrated'], 'margin')} | "
+                         f"{f(d['raw'], 'roc_auc')} | {f(d['raw'], 'margin')} | | |")
+        for r in runs:
+            lines.append(f"| {seed} | + {r['variant']} | {r['training_members']} | {f(r['calibrated'], 'roc_auc')} | "
+                         f"{f(r['calibrated'], 'margin')} | {f(r['raw'], 'roc_auc')} | {f(r['raw'], 'margin')} | "
+                         f"{r['cem_seconds']:.0f} | {r['from_nothing_seconds']:.0f} |")
+    lines += ["", "Raw CAEAcc per held-out model (surrogates | references):", ""]
+    for r in payload["runs"]:
+        s = " ".join(f"{m['cae_acc']:.2f}" for m in r["models"] if m["role"] == "surrogate")
+        ref = " ".join(f"{m['cae_acc']:.2f}" for m in r["models"] if m["role"] == "reference")
+        lines.append(f"- seed {r['seed']} + {r['variant']}: {s} | {ref}")
+    names = [m["name"].replace("test-", "") for m in payload["runs"][0]["models"]] if payload["runs"] else []
+    lines += ["", "Model order: " + ", ".join(names)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["hard", "soft", "hardsoft"])
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    payload = {"command": "python benchmarks/ensemble_families.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "runs": [], "versions": versions()}
+    for seed in args.seeds:
+        for variant in args.variants:
+            payload["runs"].append(run(variant, seed, args.data_dir))
+            atomic_write_text(ROOT / "benchmarks" / "results" / "ensemble-families-fashion-mnist.json",
+                              json.dumps(payload, indent=2))
+            write_md(payload, ROOT / "docs" / "results" / "ensemble-families-fashion-mnist.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
