@@ -85,6 +85,13 @@ def _held_out(*arch_epochs: tuple[str, int]) -> tuple[Group, ...]:
             + tuple(_g(a, "reference", "ground_truth", 2, e) for a, e in arch_epochs))
 
 
+def _ensemble(*families: tuple[str, int, int, int]) -> tuple[Group, ...]:
+    """A training ensemble from ``(arch, surrogates, references, epochs)`` per architecture: the
+    surrogates (on the source's soft labels) of every architecture, then the ground-truth references."""
+    return (tuple(_g(a, "surrogate", "soft", s, e) for a, s, _, e in families)
+            + tuple(_g(a, "reference", "ground_truth", r, e) for a, _, r, e in families))
+
+
 # Smoke run: every phase on a sliver of the data; its AUC means nothing.
 TINY = QuickstartConfig(
     preset="tiny", per_half=2000, test_limit=2000, source_arch="cnn_small", source_epochs=3,
@@ -152,12 +159,7 @@ DEFAULT = QuickstartConfig(
 CIFAR10 = QuickstartConfig(
     preset="cifar10", dataset="cifar10", source_arch="resnet20", source_epochs=60,
     train=TrainConfig(batch_size=128, lr=0.1),
-    training=(
-        _g("resnet20", "surrogate", "soft", 6, 30), _g("vgg16_bn", "surrogate", "soft", 3, 30),
-        _g("densenet_small", "surrogate", "soft", 3, 30),
-        _g("resnet20", "reference", "ground_truth", 6, 30), _g("vgg16_bn", "reference", "ground_truth", 3, 30),
-        _g("densenet_small", "reference", "ground_truth", 3, 30),
-    ),
+    training=_ensemble(("resnet20", 6, 6, 30), ("vgg16_bn", 3, 3, 30), ("densenet_small", 3, 3, 30)),
     testing=(
         _g("resnet20", "surrogate", "soft", 2, 30), _g("resnet56", "surrogate", "hard", 1, 30),
         _g("vgg19_bn", "surrogate", "soft", 1, 30), _g("mobilenetv2", "surrogate", "hard", 1, 30),
@@ -177,12 +179,7 @@ CIFAR10 = QuickstartConfig(
 CIFAR10_CPU = QuickstartConfig(
     preset="cifar10-cpu", dataset="cifar10", source_arch="cnn_small32", source_epochs=12,
     train=TrainConfig(batch_size=256, lr=0.05),
-    training=(
-        _g("cnn_small32", "surrogate", "soft", 4, 4), _g("lenet_bn32", "surrogate", "soft", 1, 4),
-        _g("mlp32", "surrogate", "soft", 1, 6),
-        _g("cnn_small32", "reference", "ground_truth", 4, 4), _g("lenet_bn32", "reference", "ground_truth", 2, 4),
-        _g("mlp32", "reference", "ground_truth", 2, 6),
-    ),
+    training=_ensemble(("cnn_small32", 4, 4, 4), ("lenet_bn32", 1, 2, 4), ("mlp32", 1, 2, 6)),
     testing=_held_out(("cnn_small32", 6), ("lenet_bn32", 6), ("mlp32", 6), ("cnn32", 3)),
     cem=replace(DEFAULT.cem, eps=0.03, max_candidates=1536),
     pgd=replace(DEFAULT.pgd, eps=0.03, step_size=0.003),
