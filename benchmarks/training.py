@@ -12,22 +12,15 @@ depend on the pixels). Writes benchmarks/results/training.json.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import random_images, speed_parser, write_speed_result
 import torch.nn.functional as F
 
-from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import versions
 from conferprint.models import arch_info, build_model
 from conferprint.training import TrainConfig, train_model, uses_channels_last
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def bare_loop(model, x, y, epochs: int, batch: int, lr: float) -> float:
@@ -57,20 +50,16 @@ def ours(model, x, y, epochs: int, batch: int, lr: float, augment: bool) -> floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--n", type=int, default=8192)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p = speed_parser(n=8192, epochs=2, repeats=3, archs=["cnn_small", "lenet_bn", "mlp", "cnn", "resnet20"])
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--archs", nargs="+", default=["cnn_small", "lenet_bn", "mlp", "cnn", "resnet20"])
     args = p.parse_args(argv)
-    torch.manual_seed(0)  # a script, not the library: the benchmark's own inputs
+    gen = torch.Generator().manual_seed(0)
     rows = []
     for arch in args.archs:
         size = arch_info(arch).input_size
         c = 3 if size == 32 else 1
         n = args.n if size == 28 else max(args.batch * 4, args.n // 8)  # ResNet-20 is ~15× slower per image
-        x, y = torch.rand(n, c, size, size), torch.randint(0, 10, (n,))
+        x, y = random_images(arch, n, gen)
 
         def fresh():
             return build_model(arch, in_channels=c, num_classes=10, seed=0)
@@ -93,12 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{arch:10s} bare {images / med['bare']:8.0f} img/s  ours {images / med['ours_augment']:8.0f} "
               f"(augment, ratio {rows[-1]['ratio_augment']:.3f})  {images / med['ours_plain']:8.0f} "
               f"(no augment, ratio {rows[-1]['ratio_plain']:.3f})", flush=True)
-    payload = {"command": "python benchmarks/training.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "batch": args.batch, "epochs": args.epochs, "rows": rows,
-               "goal": "ours / bare ≥ 0.9 (images per second, median of repeats)",
-               "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
-               "versions": versions()}
-    atomic_write_text(ROOT / "benchmarks" / "results" / "training.json", json.dumps(payload, indent=2))
+    write_speed_result("training.py", argv, "training", {
+        "batch": args.batch, "epochs": args.epochs, "rows": rows,
+        "goal": "ours / bare ≥ 0.9 (images per second, median of repeats)"})
     return 0
 
 

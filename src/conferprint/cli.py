@@ -18,9 +18,10 @@ def _quickstart(args: argparse.Namespace) -> int:
         from conferprint.training import scale_batch
 
         cfg = replace(cfg, train=scale_batch(cfg.train, args.batch_size))
-    options = {"address": args.ray_address, "num_cpus": args.ray_cpus, "num_gpus": args.ray_gpus}
+    options = {"ray": {"address": args.ray_address, "num_cpus": args.ray_cpus, "num_gpus": args.ray_gpus},
+               "pool": {"workers": args.workers}}.get(args.executor)
     res = run_quickstart(args.out, cfg, seed=args.seed, data_dir=args.data_dir, progress=not args.no_progress,
-                         executor=args.executor, executor_options=options if args.executor == "ray" else None,
+                         executor=args.executor, executor_options=options,
                          device=args.device, amp=args.bf16)
     sep = res["separation"]
     print(f"source {res['source']['arch']}: test accuracy {res['source']['test_acc']:.4f}; "
@@ -207,8 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
-    q.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="train the models one by one here, or as Ray tasks (pip install 'conferprint[ray]')")
+    q.add_argument("--executor", choices=["local", "pool", "ray"], default="local",
+                   help="train the models one by one in this process on every thread (default; the fastest on a "
+                   "2-core CPU, benchmarks/results/executors.json), in local worker processes with one "
+                   "single-threaded model per CPU, or as Ray tasks (pip install 'conferprint[ray]')")
+    q.add_argument("--workers", type=int, default=None, help="worker processes of --executor pool (default: one per CPU)")
     q.add_argument("--ray-address", default=None, help="Ray cluster address ('auto': the running cluster; "
                    "default: a local instance); the output folder must be on a filesystem all workers share")
     q.add_argument("--ray-cpus", type=float, default=1, help="CPUs per training task")

@@ -133,7 +133,10 @@ class Zoo:
     def save(self, spec: ModelSpec, model: nn.Module, metrics: dict[str, Any]) -> dict:
         wpath, jpath = self.paths(spec.name)
         state = state_dict_for_save(model)
-        atomic_write(wpath, lambda tmp: save_file(state, tmp, metadata={"arch": spec.arch, "name": spec.name}))
+        # one metadata key: safetensors writes a metadata map in a per-process hash order, so two keys made
+        # the file (and its sha256) differ between processes for the same weights
+        header = {"conferprint": json.dumps({"arch": spec.arch, "name": spec.name}, sort_keys=True)}
+        atomic_write(wpath, lambda tmp: save_file(state, tmp, metadata=header))
         meta = {"name": spec.name, "arch": spec.arch, "role": spec.role, "spec": spec.to_json(),
                 "sha256": sha256_file(wpath), **metrics}
         atomic_write_text(jpath, json.dumps(meta, indent=2, sort_keys=True))

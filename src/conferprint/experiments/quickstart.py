@@ -253,7 +253,9 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
                   executor_options: dict | None = None, device: str = "cpu", amp: bool = False) -> Study:
     """Load the data, split it, and train (or reload from ``zoo_dir``) every model of the study.
 
-    ``executor="ray"`` trains every model but the source as Ray tasks, all at once
+    ``executor="pool"`` trains every model but the source in local worker processes, all phases in one
+    pool (:mod:`conferprint.experiments.pool_executor`; ``executor_options``: workers, threads);
+    ``executor="ray"`` does the same with Ray tasks
     (:mod:`conferprint.experiments.ray_executor`; ``executor_options``: address, num_cpus, num_gpus).
     ``device`` (auto, cpu, cuda): where models are trained and kept; ``amp``: bf16 autocast on CUDA."""
     timings: dict[str, float] = {}
@@ -278,10 +280,10 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
         "testing_models": [j for g in config.testing for j in builder.group_jobs("test", g, "D2", x2, y2, source)],
     }
     trained: dict[str, list[Trained]] = {}
-    if executor == "ray":  # one pool of tasks for every phase: the most parallelism
+    if executor in ("ray", "pool"):  # one pool of tasks for every phase: the most parallelism
         t = time.perf_counter()
         everything = builder.run_all([j for jobs in phases.values() for j in jobs])
-        timings["models_ray"] = time.perf_counter() - t
+        timings[f"models_{executor}"] = time.perf_counter() - t
         for k, jobs in phases.items():
             trained[k], everything = everything[: len(jobs)], everything[len(jobs):]
     else:

@@ -65,7 +65,7 @@ def run_jobs_on_ray(builder: "ZooBuilder", jobs: list["Job"], *, address: str | 
         import ray
     except ImportError as e:
         raise ImportError("the Ray executor needs ray: pip install 'conferprint[ray]'") from e
-    from conferprint.experiments.zoo_builder import Trained
+    from conferprint.experiments.zoo_builder import collect_from_zoo
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -88,14 +88,4 @@ def run_jobs_on_ray(builder: "ZooBuilder", jobs: list["Job"], *, address: str | 
                    for j in missing]
         ray.get(futures)  # a failed task raises here, naming the model
         log.info("ray: trained %d models in %.1f s", len(missing), time.perf_counter() - t0)
-    out = []
-    names = {j.spec.name for j in missing}
-    for j in jobs:
-        entry = found[j.spec.name] if j.spec.name not in names else builder.zoo.load(j.spec)
-        if entry is None:
-            raise RuntimeError(f"{j.spec.name}: the Ray task finished but the zoo holds no valid entry")
-        model, meta = entry
-        model.to(builder.device)
-        out.append(Trained(j.spec.name, model, meta, meta.get("train_seconds", 0.0) if j.spec.name in names else 0.0,
-                           j.spec.name in names))
-    return out
+    return collect_from_zoo(builder, jobs, found, {j.spec.name for j in missing})

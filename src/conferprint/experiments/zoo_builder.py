@@ -17,6 +17,8 @@ from conferprint.zoo import ModelSpec, Zoo
 
 log = logging.getLogger(__name__)
 
+EXECUTORS = ("local", "pool", "ray")
+
 
 @dataclass(frozen=True)
 class Group:
@@ -79,10 +81,28 @@ class Job:
     teacher: Trained | None = None
 
 
+def collect_from_zoo(builder: "ZooBuilder", jobs: list[Job], found: dict[str, tuple[nn.Module, dict] | None],
+                     trained_now: set[str]) -> list[Trained]:
+    """Every job's model after a parallel executor ran: ``found`` holds the entries loaded before it
+    started, the models it trained (``trained_now``) are read back from the zoo."""
+    out = []
+    for j in jobs:
+        entry = found[j.spec.name] if j.spec.name not in trained_now else builder.zoo.load(j.spec)
+        if entry is None:
+            raise RuntimeError(f"{j.spec.name}: the worker finished but the zoo holds no valid entry")
+        model, meta = entry
+        model.to(builder.device)
+        now = j.spec.name in trained_now
+        out.append(Trained(j.spec.name, model, meta, meta.get("train_seconds", 0.0) if now else 0.0, now))
+    return out
+
+
 class ZooBuilder:
     """Trains (or reloads) models of one study; every model's seed is derived from the study seed and its name.
 
-    ``executor="local"`` trains one model after the other in this process; ``"ray"`` runs every
+    ``executor="local"`` trains one model after the other in this process; ``"pool"`` trains them in
+    local worker processes, one model per worker (:mod:`conferprint.experiments.pool_executor`;
+    ``executor_options``: workers, threads); ``"ray"`` runs every
     model still missing from the zoo as a Ray task (:mod:`conferprint.experiments.ray_executor`)
     that writes into the same zoo folder, so a cluster with a shared filesystem trains a study in
     parallel and an interrupted run resumes from what finished.
@@ -91,8 +111,8 @@ class ZooBuilder:
     def __init__(self, zoo: Zoo, data: Dataset, train: TrainConfig, seed: int, progress: bool = False,
                  executor: str = "local", executor_options: dict | None = None, device: str = "cpu",
                  amp: bool = False):
-        if executor not in ("local", "ray"):
-            raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
         self.zoo, self.data, self.train_cfg, self.seed, self.progress = zoo, data, train, seed, progress
         self.executor, self.executor_options = executor, dict(executor_options or {})
         self.device, self.amp = resolve_device(device), amp
@@ -138,6 +158,10 @@ class ZooBuilder:
             from conferprint.experiments.ray_executor import run_jobs_on_ray
 
             return run_jobs_on_ray(self, jobs, **self.executor_options)
+        if self.executor == "pool" and jobs:
+            from conferprint.experiments.pool_executor import run_jobs_in_pool
+
+            return run_jobs_in_pool(self, jobs, **self.executor_options)
         return [self.run(j) for j in jobs]
 
     def build(

@@ -1,0 +1,43 @@
+"""What the speed benchmarks share: their result file, with the command, machine and versions."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from conferprint._io import atomic_write_text
+from conferprint.experiments.quickstart import versions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_speed_result(script: str, argv: list[str] | None, stem: str, payload: dict) -> Path:
+    """``benchmarks/results/<stem>.json``: ``payload`` after the command that made it, then machine and versions."""
+    out = ROOT / "benchmarks" / "results" / f"{stem}.json"
+    full = {"command": f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv), **payload,
+            "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()}, "versions": versions()}
+    atomic_write_text(out, json.dumps(full, indent=2))
+    return out
+
+
+def speed_parser(*, n: int, epochs: int, repeats: int, archs: list[str]) -> argparse.ArgumentParser:
+    """The options every training-speed benchmark takes: images, epochs, repeats, architectures."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=n)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--archs", nargs="+", default=archs)
+    return p
+
+
+def random_images(arch: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random inputs of ``arch``'s shape and random labels (a training step's cost ignores the pixels)."""
+    from conferprint.models import arch_info
+
+    size = arch_info(arch).input_size
+    c = 3 if size == 32 else 1
+    return torch.rand(n, c, size, size, generator=generator), torch.randint(0, 10, (n,), generator=generator)
