@@ -1,16 +1,19 @@
 """More surrogates of the other architectures in CEM's training ensemble (issue: separation).
 
-    python benchmarks/ensemble_families.py --seeds 0 1 2 --variants hard soft hardsoft
+    python benchmarks/ensemble_families.py --seeds 0 1 2 --variants hard soft hardsoft cnn
 
 The default preset's training ensemble holds 10 surrogates, 6 of them of the source's architecture
 (cnn_small), against 16 references; its best held-out reference is always a lenet_bn one and its
-weakest surrogates are of other architectures. Each variant adds D1 surrogates of the two other
+weakest surrogates are of other architectures. Each variant adds D1 models of other
 architectures to that ensemble and reruns the whole default study (`run_quickstart`, exactly what
 `conferprint quickstart` runs; same source, same 8 + 8 held-out testing models):
 
 - ``hard``: + 2 lenet_bn and 2 mlp surrogates trained on the source's hard labels (30 members);
 - ``soft``: + 2 lenet_bn and 2 mlp surrogates on its soft labels (30 members);
-- ``hardsoft``: both (34 members).
+- ``hardsoft``: both (34 members);
+- ``cnn``: + 2 soft-label surrogates and 2 references of `cnn`, the testing models' fourth
+  architecture (30 members; `cnn` is then no longer unseen by generation, the testing models
+  themselves still are).
 
 Each run lives in benchmarks/runs/ensemble-<variant>-seed<N>/; its zoo starts as a copy of the
 default study's zoo (benchmarks/runs/quickstart-seed<N>/zoo, when there) so only the added models
@@ -40,7 +43,9 @@ from quickstart_seeds import from_nothing  # noqa: E402  (the benchmarks share o
 ROOT = Path(__file__).resolve().parents[1]
 _HARD = (Group("lenet_bn", "surrogate", "hard", 2, 3, "pool"), Group("mlp", "surrogate", "hard", 2, 8, "pool"))
 _SOFT = (Group("lenet_bn", "surrogate", "soft", 2, 3, "pool"), Group("mlp", "surrogate", "soft", 2, 8, "pool"))
-VARIANTS = {"hard": _HARD, "soft": _SOFT, "hardsoft": _HARD + _SOFT}
+# the testing models' fourth architecture, otherwise unseen by generation: 2 surrogates and 2 references
+_CNN = (Group("cnn", "surrogate", "soft", 2, 2, "pool"), Group("cnn", "reference", "ground_truth", 2, 2, "pool"))
+VARIANTS = {"hard": _HARD, "soft": _SOFT, "hardsoft": _HARD + _SOFT, "cnn": _CNN}
 
 
 def _summary(res: dict) -> dict:
@@ -74,8 +79,8 @@ def write_md(payload: dict, path: Path) -> None:
     f = lambda d, k: "–" if not d else f"{d[k]:.3f}" if k == "roc_auc" else f"{d[k]:+.3f}"  # noqa: E731
     lines = ["# Surrogates of other architectures in CEM's training ensemble (Fashion-MNIST)", "",
              f"Command: `{payload['command']}`", "",
-             "The default study per seed, rerun with extra D1 surrogates (lenet_bn 3 epochs, mlp 8 epochs) in the "
-             "training ensemble; same source, same 8 + 8 held-out testing models, same CEM and control settings. "
+             "The default study per seed, rerun with extra D1 models in the training ensemble (hard/soft/hardsoft: "
+             "surrogates of lenet_bn, 3 epochs, and mlp, 8 epochs; cnn: 2 surrogates and 2 references of cnn, 2 epochs); same source, same 8 + 8 held-out testing models, same CEM and control settings. "
              "'calibrated' = CAEAcc(fingerprint) − CAEAcc(control), the default's score; 'raw' = CAEAcc. "
              "Margin = min(surrogate) − max(reference).", "",
              "| seed | ensemble | members | calibrated AUC | calibrated margin | raw AUC | raw margin | CEM s | from nothing s |",
@@ -104,7 +109,7 @@ def write_md(payload: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["hard", "soft", "hardsoft"])
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["hard", "soft", "hardsoft", "cnn"])
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
     payload = {"command": "python benchmarks/ensemble_families.py " + " ".join(argv if argv is not None else sys.argv[1:]),
