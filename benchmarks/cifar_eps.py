@@ -7,8 +7,8 @@ models (source 71 % test accuracy) 99.7 % of CEM's candidates fooled the source,
 transferred to almost every model. Each variant here reruns that whole study (`run_quickstart`,
 what `conferprint quickstart --preset cifar10-cpu` runs; same source, same 6 + 8 training and 8 + 8
 held-out testing models, reused from the preset's zoo in benchmarks/runs/cifar10-cpu-seed<N>/zoo,
-hard-linked, trained there first — with the preset as it then is — when absent) with CEM and the plain PGD baseline at ε and the
-control set at 2ε (the default preset's ratio, 0.05 and 0.1). Each run lives in
+hard-linked, trained there first — with the preset as it then is — when absent) with CEM and the
+plain PGD baseline at ε and the control set at 2ε (the default preset's ratio, 0.05 and 0.1). Each run lives in
 benchmarks/runs/cifar10-cpu-eps<ε>-seed<N>/. Reported per run: the calibrated score (CAEAcc −
 control, the preset's) and raw CAEAcc, as AUC and margin, per-architecture margins, the PGD
 baseline, and CEM's adversarial rate. Writes benchmarks/results/cifar-eps.json and
@@ -28,7 +28,7 @@ from conferprint._io import atomic_write_text
 from conferprint.experiments.quickstart import CIFAR10_CPU, run_quickstart, versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ensemble_families import _summary  # noqa: E402  (the same per-run summary)
+from ensemble_families import _summary, fmt, per_model_lines  # noqa: E402  (the same summary and report parts)
 from quickstart_seeds import from_nothing  # noqa: E402  (the benchmarks share one cost rule)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,14 +52,16 @@ def run(eps: float, seed: int, data_dir) -> dict:
     stats = res["fingerprint"]["stats"]
     preset = json.loads((base / "results.json").read_text())  # the same models at the preset's own ε
     return {"preset": {k: v for k, v in _summary(preset).items() if k != "models"},
-            "preset_eps": preset["config"]["cem"]["eps"], "preset_control_eps": preset["config"]["control"]["eps"], "eps": eps, "control_eps": 2 * eps, "seed": seed, "from_nothing_seconds": from_nothing(res, out),
+            "preset_eps": preset["config"]["cem"]["eps"], "preset_control_eps": preset["config"]["control"]["eps"],
+            "eps": eps, "control_eps": 2 * eps, "seed": seed, "from_nothing_seconds": from_nothing(res, out),
             "cem_seconds": stats["seconds"], "adversarial_rate": stats.get("adversarial_rate"),
             "source_test_acc": res["source"]["test_acc"], "pgd": res["baselines"].get("pgd"), **_summary(res)}
 
 
 def write_md(payload: dict, path: Path) -> None:
-    f = lambda d, k: "–" if not d or d.get(k) is None else f"{d[k]:.3f}" if k == "roc_auc" else f"{d[k]:+.3f}"  # noqa: E731
-    lines = ["# CIFAR-10 on the CPU: the `cifar10-cpu` study at smaller ε", "", "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
+    f = fmt
+    lines = ["# CIFAR-10 on the CPU: the `cifar10-cpu` study at smaller ε", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
              "Same source (cnn_small32), same 6 + 8 training and 8 + 8 held-out testing models per seed; CEM and the "
              "PGD baseline at ε, the control set at 2ε. 'calibrated' = CAEAcc(fingerprint) − CAEAcc(control), the "
              "preset's score; 'raw' = CAEAcc. Margin = min(surrogate) − max(reference).", "",
@@ -68,18 +70,15 @@ def write_md(payload: dict, path: Path) -> None:
     for r in payload["runs"]:
         p = r.get("preset")
         if p and r is next(x for x in payload["runs"] if x["seed"] == r["seed"]):
-            lines.append(f"| {r['seed']} | {r.get('preset_eps', 0.03):g} (preset run) | {r.get('preset_control_eps', 0.06):g} | – | {f(p['calibrated'], 'roc_auc')} | "
+            lines.append(f"| {r['seed']} | {r['preset_eps']:g} (preset run) | {r['preset_control_eps']:g} | – | "
+                         f"{f(p['calibrated'], 'roc_auc')} | "
                          f"{f(p['calibrated'], 'margin')} | {f(p['raw'], 'roc_auc')} | {f(p['raw'], 'margin')} | | |")
         lines.append(f"| {r['seed']} | {r['eps']:g} | {r['control_eps']:g} | {r['adversarial_rate']:.3f} | "
                      f"{f(r['calibrated'], 'roc_auc')} | {f(r['calibrated'], 'margin')} | {f(r['raw'], 'roc_auc')} | "
                      f"{f(r['raw'], 'margin')} | {f(r['pgd'], 'roc_auc')} | {r['from_nothing_seconds']:.0f} |")
-    lines += ["", "Per held-out model, raw CAEAcc / control CAEAcc (surrogates | references):", ""]
-    for r in payload["runs"]:
-        s = " ".join(f"{m['cae_acc']:.2f}/{m['control']:.2f}" for m in r["models"] if m["role"] == "surrogate")
-        ref = " ".join(f"{m['cae_acc']:.2f}/{m['control']:.2f}" for m in r["models"] if m["role"] == "reference")
-        lines.append(f"- seed {r['seed']}, ε {r['eps']:g}: {s} | {ref}")
-    names = [m["name"].replace("test-", "") for m in payload["runs"][0]["models"]] if payload["runs"] else []
-    lines += ["", "Model order: " + ", ".join(names)]
+    lines += per_model_lines(payload["runs"], "Per held-out model, raw CAEAcc / control CAEAcc",
+                             lambda r: f"seed {r['seed']}, ε {r['eps']:g}",
+                             lambda m: f"{m['cae_acc']:.2f}/{m['control']:.2f}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -93,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     path = ROOT / "benchmarks" / "results" / "cifar-eps.json"
     # runs of earlier commands are kept (a rerun of the same seed and ε replaces its row)
     payload = json.loads(path.read_text()) if path.exists() else {"commands": [], "runs": []}
-    payload.pop("command", None)
-    payload["commands"] = [c for c in payload.get("commands", []) if c != command] + [command]
+    payload["commands"] = [c for c in payload["commands"] if c != command] + [command]
     payload["versions"] = versions()
     for seed in args.seeds:
         for eps in args.eps:

@@ -56,6 +56,25 @@ def _summary(res: dict) -> dict:
                         "cae_acc": m["cae_acc"], "control": m["scores"]["control"]} for m in res["models"]]}
 
 
+def fmt(d: dict | None, k: str) -> str:
+    """One table cell of a separation summary: AUC as 0.000, margins signed, "–" where absent."""
+    if not d or d.get(k) is None:
+        return "–"
+    return f"{d[k]:.3f}" if k == "roc_auc" else f"{d[k]:+.3f}"
+
+
+def per_model_lines(runs: list[dict], title: str, label, cell) -> list[str]:
+    """The per-held-out-model section of a report: one line per run (``label(run)``), the surrogates'
+    cells, then the references' (``cell(model)``), and the models' order once."""
+    lines = ["", title + " (surrogates | references):", ""]
+    for r in runs:
+        s = " ".join(cell(m) for m in r["models"] if m["role"] == "surrogate")
+        ref = " ".join(cell(m) for m in r["models"] if m["role"] == "reference")
+        lines.append(f"- {label(r)}: {s} | {ref}")
+    names = [m["name"].replace("test-", "") for m in runs[0]["models"]] if runs else []
+    return lines + ["", "Model order: " + ", ".join(names)]
+
+
 def run(variant: str, seed: int, data_dir) -> dict:
     out = ROOT / "benchmarks" / "runs" / f"ensemble-{variant}-seed{seed}"
     base = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
@@ -76,7 +95,7 @@ def run(variant: str, seed: int, data_dir) -> dict:
 
 
 def write_md(payload: dict, path: Path) -> None:
-    f = lambda d, k: "–" if not d else f"{d[k]:.3f}" if k == "roc_auc" else f"{d[k]:+.3f}"  # noqa: E731
+    f = fmt
     lines = ["# Surrogates of other architectures in CEM's training ensemble (Fashion-MNIST)", "",
              f"Command: `{payload['command']}`", "",
              "The default study per seed, rerun with extra D1 models in the training ensemble (hard/soft/hardsoft: "
@@ -96,13 +115,8 @@ def write_md(payload: dict, path: Path) -> None:
             lines.append(f"| {seed} | + {r['variant']} | {r['training_members']} | {f(r['calibrated'], 'roc_auc')} | "
                          f"{f(r['calibrated'], 'margin')} | {f(r['raw'], 'roc_auc')} | {f(r['raw'], 'margin')} | "
                          f"{r['cem_seconds']:.0f} | {r['from_nothing_seconds']:.0f} |")
-    lines += ["", "Raw CAEAcc per held-out model (surrogates | references):", ""]
-    for r in payload["runs"]:
-        s = " ".join(f"{m['cae_acc']:.2f}" for m in r["models"] if m["role"] == "surrogate")
-        ref = " ".join(f"{m['cae_acc']:.2f}" for m in r["models"] if m["role"] == "reference")
-        lines.append(f"- seed {r['seed']} + {r['variant']}: {s} | {ref}")
-    names = [m["name"].replace("test-", "") for m in payload["runs"][0]["models"]] if payload["runs"] else []
-    lines += ["", "Model order: " + ", ".join(names)]
+    lines += per_model_lines(payload["runs"], "Raw CAEAcc per held-out model",
+                             lambda r: f"seed {r['seed']} + {r['variant']}", lambda m: f"{m['cae_acc']:.2f}")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -54,12 +54,11 @@ def test_unknown_executor_is_refused(digits, tmp_path):
         ZooBuilder(Zoo(tmp_path), digits, TrainConfig(), seed=0, executor="spark")
 
 
-def test_pool_refuses_bad_worker_counts(digits, tmp_path):
-    builder = ZooBuilder(Zoo(tmp_path), digits, TrainConfig(), seed=0, executor="pool", executor_options={"workers": 0})
-    job = builder.job("reference-0", "digits_linear", "reference", "D1", digits.x_train[:64], digits.y_train[:64],
-                      "ground_truth", 1)
+@pytest.mark.parametrize("options", [{"workers": 0}, {"workers": 2, "threads": 0}])
+def test_pool_refuses_bad_worker_counts_before_any_training(digits, tmp_path, options):
     with pytest.raises(ValueError, match="workers and threads must be"):
-        builder.run_all([job])
+        ZooBuilder(Zoo(tmp_path), digits, TrainConfig(), seed=0, executor="pool", executor_options=options)
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 @pytest.mark.slow
@@ -80,3 +79,11 @@ def test_a_pool_worker_trains_the_same_weights_as_this_process_on_one_thread(dig
     there = pooled.run_all([pooled.job(*job)])[0]
     assert there.trained_now and there.meta["spec"] == here.meta["spec"]
     assert there.meta["sha256"] == here.meta["sha256"]  # same seed, same ops: bit-identical weights
+
+
+def test_cli_refuses_workers_without_the_pool(tmp_path, capsys):
+    from conferprint.cli import main
+
+    rc = main(["quickstart", "--out", str(tmp_path / "o"), "--preset", "tiny", "--workers", "2"])
+    assert rc == 2 and "--workers applies to --executor pool" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything was written

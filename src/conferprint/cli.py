@@ -11,6 +11,8 @@ from pathlib import Path
 def _quickstart(args: argparse.Namespace) -> int:
     from conferprint.experiments.quickstart import resolve_config, run_quickstart
 
+    if args.workers is not None and args.executor != "pool":
+        raise ValueError(f"--workers applies to --executor pool, not {args.executor!r}")
     cfg = resolve_config(args.preset)
     if args.batch_size is not None:  # bigger batches for a GPU, with the linear learning-rate rule
         from dataclasses import replace

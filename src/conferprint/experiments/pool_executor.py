@@ -44,6 +44,12 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_options(workers: int | None = None, threads: int = 1) -> None:
+    """Refuse pool options that cannot work (called when the study starts, before any training)."""
+    if (workers is not None and workers < 1) or threads < 1:
+        raise ValueError(f"workers and threads must be ≥ 1, got {workers} and {threads}")
+
+
 def _init_worker(inputs: dict[int, np.ndarray], x_test: np.ndarray, y_test: np.ndarray, threads: int) -> None:
     torch.set_num_threads(threads)
     _STATE.update(inputs={k: torch.from_numpy(v) for k, v in inputs.items()}, x_test=torch.from_numpy(x_test),
@@ -66,9 +72,8 @@ def run_jobs_in_pool(builder: "ZooBuilder", jobs: list["Job"], *, workers: int |
     """Train the jobs the zoo lacks in ``workers`` processes of ``threads`` threads, then load every job's model."""
     from conferprint.experiments.zoo_builder import collect_from_zoo
 
+    check_options(workers, threads)
     workers = default_workers() if workers is None else workers
-    if workers < 1 or threads < 1:
-        raise ValueError(f"workers and threads must be ≥ 1, got {workers} and {threads}")
     found = {j.spec.name: builder.zoo.load(j.spec) for j in jobs}
     missing = [j for j in jobs if found[j.spec.name] is None]
     if missing:

@@ -115,6 +115,10 @@ class ZooBuilder:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
         self.zoo, self.data, self.train_cfg, self.seed, self.progress = zoo, data, train, seed, progress
         self.executor, self.executor_options = executor, dict(executor_options or {})
+        if executor == "pool":  # bad options fail now, not after the source has trained
+            from conferprint.experiments.pool_executor import check_options
+
+            check_options(**self.executor_options)
         self.device, self.amp = resolve_device(device), amp
         self.mean, self.std = data.channel_stats()
         self._teacher_cache: dict[tuple[str, str, str], torch.Tensor] = {}
