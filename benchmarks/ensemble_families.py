@@ -13,11 +13,19 @@ architectures to that ensemble and reruns the whole default study (`run_quicksta
 - ``hardsoft``: both (34 members);
 - ``cnn``: + 2 soft-label surrogates and 2 references of `cnn`, the testing models' fourth
   architecture (30 members; `cnn` is then no longer unseen by generation, the testing models
-  themselves still are).
+  themselves still are);
+
+and two variants that change how well the ensemble is trained instead of what it holds (26 members):
+
+- ``long``: every cnn_small and lenet_bn member, surrogates and references, trained 5 epochs
+  instead of 3 (the testing models' epochs for those architectures);
+- ``long-surrogates``: only those surrogates trained 5 epochs, the references still 3 (the
+  surrogates then differ from the references in training length as well as in labels).
 
 Each run lives in benchmarks/runs/ensemble-<variant>-seed<N>/; its zoo starts as a copy of the
 default study's zoo (benchmarks/runs/quickstart-seed<N>/zoo, when there) so only the added models
-are trained; rerunning resumes. Reported per run: the calibrated score (CAEAcc − control, the
+are trained; rerunning resumes, and rows of earlier commands are kept (a rerun of the same
+variant and seed replaces its row). Reported per run: the calibrated score (CAEAcc − control, the
 default's) and raw CAEAcc, each as AUC and margin over the held-out models, the per-architecture
 margins, the default study's own numbers for the same seed, and the run's cost from nothing.
 Writes benchmarks/results/ensemble-families-fashion-mnist.json and
@@ -45,7 +53,26 @@ _HARD = (Group("lenet_bn", "surrogate", "hard", 2, 3, "pool"), Group("mlp", "sur
 _SOFT = (Group("lenet_bn", "surrogate", "soft", 2, 3, "pool"), Group("mlp", "surrogate", "soft", 2, 8, "pool"))
 # the testing models' fourth architecture, otherwise unseen by generation: 2 surrogates and 2 references
 _CNN = (Group("cnn", "surrogate", "soft", 2, 2, "pool"), Group("cnn", "reference", "ground_truth", 2, 2, "pool"))
-VARIANTS = {"hard": _HARD, "soft": _SOFT, "hardsoft": _HARD + _SOFT, "cnn": _CNN}
+
+
+def _added(extra: tuple[Group, ...]):
+    return lambda training: training + extra
+
+
+def _longer(epochs: int, roles: tuple[str, ...], archs: tuple[str, ...] = ("cnn_small", "lenet_bn")):
+    """The same members, those of ``archs`` and ``roles`` trained ``epochs`` epochs (tagged, so the zoo
+    keeps both versions)."""
+    return lambda training: tuple(replace(g, epochs=epochs, tag=f"{g.tag}ep{epochs}")
+                                  if g.arch in archs and g.role in roles else g for g in training)
+
+
+# variant -> the training ensemble it makes of the default's
+VARIANTS = {"hard": _added(_HARD), "soft": _added(_SOFT), "hardsoft": _added(_HARD + _SOFT), "cnn": _added(_CNN),
+            "long": _longer(5, ("surrogate", "reference")), "long-surrogates": _longer(5, ("surrogate",))}
+
+
+def label(variant: str) -> str:
+    return f"+ {variant}" if variant in ("hard", "soft", "hardsoft", "cnn") else variant
 
 
 def _summary(res: dict) -> dict:
@@ -80,7 +107,7 @@ def run(variant: str, seed: int, data_dir) -> dict:
     base = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
     if not (out / "zoo").exists() and (base / "zoo").exists():
         shutil.copytree(base / "zoo", out / "zoo")
-    config = replace(DEFAULT, preset=f"default+{variant}", training=DEFAULT.training + VARIANTS[variant])
+    config = replace(DEFAULT, preset=f"default+{variant}", training=VARIANTS[variant](DEFAULT.training))
     t = time.perf_counter()
     res = run_quickstart(out, config, seed=seed, data_dir=data_dir, progress=False)
     entry = {"variant": variant, "seed": seed, "training_members": len(res["training_models"]),
@@ -96,10 +123,12 @@ def run(variant: str, seed: int, data_dir) -> dict:
 
 def write_md(payload: dict, path: Path) -> None:
     f = fmt
-    lines = ["# Surrogates of other architectures in CEM's training ensemble (Fashion-MNIST)", "",
-             f"Command: `{payload['command']}`", "",
+    lines = ["# CEM's training ensemble: other architectures, and how well trained (Fashion-MNIST)", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
              "The default study per seed, rerun with extra D1 models in the training ensemble (hard/soft/hardsoft: "
-             "surrogates of lenet_bn, 3 epochs, and mlp, 8 epochs; cnn: 2 surrogates and 2 references of cnn, 2 epochs); same source, same 8 + 8 held-out testing models, same CEM and control settings. "
+             "surrogates of lenet_bn, 3 epochs, and mlp, 8 epochs; cnn: 2 surrogates and 2 references of cnn, 2 epochs) or with its "
+             "cnn_small and lenet_bn members trained 5 epochs instead of 3 (long: surrogates and references; long-surrogates: "
+             "surrogates only); same source, same 8 + 8 held-out testing models, same CEM and control settings. "
              "'calibrated' = CAEAcc(fingerprint) − CAEAcc(control), the default's score; 'raw' = CAEAcc. "
              "Margin = min(surrogate) − max(reference).", "",
              "| seed | ensemble | members | calibrated AUC | calibrated margin | raw AUC | raw margin | CEM s | from nothing s |",
@@ -112,27 +141,34 @@ def write_md(payload: dict, path: Path) -> None:
             lines.append(f"| {seed} | default | 26 | {f(d['calibrated'], 'roc_auc')} | {f(d['calibrated'], 'margin')} | "
                          f"{f(d['raw'], 'roc_auc')} | {f(d['raw'], 'margin')} | | |")
         for r in runs:
-            lines.append(f"| {seed} | + {r['variant']} | {r['training_members']} | {f(r['calibrated'], 'roc_auc')} | "
+            lines.append(f"| {seed} | {label(r['variant'])} | {r['training_members']} | {f(r['calibrated'], 'roc_auc')} | "
                          f"{f(r['calibrated'], 'margin')} | {f(r['raw'], 'roc_auc')} | {f(r['raw'], 'margin')} | "
                          f"{r['cem_seconds']:.0f} | {r['from_nothing_seconds']:.0f} |")
     lines += per_model_lines(payload["runs"], "Raw CAEAcc per held-out model",
-                             lambda r: f"seed {r['seed']} + {r['variant']}", lambda m: f"{m['cae_acc']:.2f}")
+                             lambda r: f"seed {r['seed']} {label(r['variant'])}", lambda m: f"{m['cae_acc']:.2f}")
     path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["hard", "soft", "hardsoft", "cnn"])
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["hard", "soft", "hardsoft", "cnn"])
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
-    payload = {"command": "python benchmarks/ensemble_families.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "runs": [], "versions": versions()}
+    command = "python benchmarks/ensemble_families.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = ROOT / "benchmarks" / "results" / "ensemble-families-fashion-mnist.json"
+    payload = json.loads(path.read_text()) if path.exists() else {"commands": [], "runs": []}
+    if "command" in payload:  # the file's first layout held one command
+        payload["commands"] = [payload.pop("command")]
+    payload["commands"] = [c for c in payload["commands"] if c != command] + [command]
+    payload["versions"] = versions()
+    order = list(VARIANTS)
     for seed in args.seeds:
         for variant in args.variants:
-            payload["runs"].append(run(variant, seed, args.data_dir))
-            atomic_write_text(ROOT / "benchmarks" / "results" / "ensemble-families-fashion-mnist.json",
-                              json.dumps(payload, indent=2))
+            r = run(variant, seed, args.data_dir)
+            payload["runs"] = sorted([x for x in payload["runs"] if (x["variant"], x["seed"]) != (variant, seed)] + [r],
+                                     key=lambda x: (x["seed"], order.index(x["variant"])))
+            atomic_write_text(path, json.dumps(payload, indent=2))
             write_md(payload, ROOT / "docs" / "results" / "ensemble-families-fashion-mnist.md")
     return 0
 

@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 def from_nothing(res: dict, study_dir: Path | None = None) -> float:
     """The run's time had no model been reused: every model's own training time (stored in the zoo when
     it was trained) plus this run's data, generation and verification phases. A fingerprint this run
-    reused counts with the generation time its manifest recorded (``study_dir`` holds the files)."""
+    reused counts with the generation time its manifest recorded (``study_dir`` holds the files).
+    Results written since the library records this itself (``recorded_costs``) use its total."""
+    if res.get("recorded_costs"):
+        return res["recorded_costs"]["total"]
     models = [m.get("trained_seconds") or 0.0 for m in res["models"] + res["training_models"]]
     t = dict(res["timings"])
     if study_dir is not None:

@@ -39,6 +39,10 @@ def test_tiny_quickstart_writes_everything(tiny_run):
     assert len({m["arch"] for m in res["models"] if m["role"] == "surrogate"} - {src}) >= 2
     assert {"soft", "hard"} <= {m["labels"] for m in res["models"] if m["role"] == "surrogate"}
     assert set(res["timings"]) >= {"source", "training_models", "cem", "testing_models", "verify", "total"}
+    rec = res["recorded_costs"]  # a run from nothing: recorded costs are the models' own training times
+    assert rec["source"] == res["source"]["trained_seconds"] > 0
+    assert rec["testing_models"] == pytest.approx(sum(m["trained_seconds"] for m in res["models"]))
+    assert rec["total"] == pytest.approx(sum(v for k, v in rec.items() if k != "total"))
     assert res["seed"] == 0 and res["config"]["preset"] == "tiny"
     assert "| CEM |" in (out / "report.md").read_text()
 
@@ -56,6 +60,9 @@ def test_rerun_resumes_from_the_zoo_with_identical_results(tiny_run, tmp_path):
     # generation reused the stored source and training models, so the fingerprint is the same, byte for byte
     assert again["fingerprint"]["content_sha256"] == res["fingerprint"]["content_sha256"]
     assert again["source"]["sha256"] == res["source"]["sha256"]
+    # reused models keep the training time the zoo recorded, whatever this run spent loading them
+    assert again["recorded_costs"]["source"] == res["recorded_costs"]["source"]
+    assert again["recorded_costs"]["training_models"] == res["recorded_costs"]["training_models"]
     redone = {v.stem for v in victims}
     for a, b in zip(again["models"], res["models"]):
         assert a["name"] == b["name"]

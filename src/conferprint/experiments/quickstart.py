@@ -300,6 +300,25 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
                  trained["calibration_models"])
 
 
+def recorded_costs(study: Study, fps: dict[str, Fingerprint], timings: dict[str, float]) -> dict[str, float]:
+    """What each phase cost when its artifacts were made: every model's training time as the zoo
+    recorded it, every fingerprint's generation time as its manifest recorded it, and this run's own
+    data loading and verification. Unlike ``timings`` (this run's wall times, ≈ 0 for what it reused),
+    the total is the study's cost from nothing; models trained concurrently (``--executor pool`` or
+    ``ray``) count with their summed, not their overlapping, times."""
+    def trained(models: list[Trained]) -> float:
+        return float(sum(m.meta.get("train_seconds") or 0.0 for m in models))
+
+    out = {"data": timings.get("data", 0.0), "source": trained([study.source]),
+           "training_models": trained(study.training + study.calibration), "testing_models": trained(study.testing)}
+    for phase, key in (("cem", "cem"), ("pgd", "pgd"), ("control", "control")):
+        if key in fps:
+            out[phase] = float((fps[key].manifest.get("stats") or {}).get("seconds") or timings.get(phase, 0.0))
+    out["verify"] = timings.get("verify", 0.0)
+    out["total"] = sum(out.values())
+    return out
+
+
 def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str, threshold: float,
                  calibrated: FamilyNull | None = None, control: str | None = None) -> list[dict[str, Any]]:
     """CAEAcc of every model on every fingerprint, through a labels-only oracle; ``fps['cem']`` decides.
@@ -435,6 +454,7 @@ def run_quickstart(
         "models": models,
         "training_models": training_rows,
         "timings": timings,
+        "recorded_costs": recorded_costs(study, fps, timings),
         "retrained": {"count": sum(m.trained_now for m in [source, *training, *study.calibration, *testing]),
                       "of": 1 + len(training) + len(study.calibration) + len(testing)},
         "seed": seed,
