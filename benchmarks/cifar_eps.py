@@ -25,10 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import CIFAR10_CPU, run_quickstart, versions
+from conferprint.experiments.quickstart import CIFAR10_CPU, run_quickstart
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ensemble_families import _summary, fmt, per_model_lines  # noqa: E402  (the same summary and report parts)
+from ensemble_families import _summary, fmt, open_log, per_model_lines, put_run  # noqa: E402  (the same summary, log and report parts)
 from quickstart_seeds import from_nothing  # noqa: E402  (the benchmarks share one cost rule)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def run(eps: float, seed: int, data_dir) -> dict:
     preset = json.loads((base / "results.json").read_text())  # the same models at the preset's own ε
     return {"preset": {k: v for k, v in _summary(preset).items() if k != "models"},
             "preset_eps": preset["config"]["cem"]["eps"], "preset_control_eps": preset["config"]["control"]["eps"],
-            "eps": eps, "control_eps": 2 * eps, "seed": seed, "from_nothing_seconds": from_nothing(res, out),
+            "eps": eps, "control_eps": 2 * eps, "seed": seed, "from_nothing_seconds": from_nothing(res),
             "cem_seconds": stats["seconds"], "adversarial_rate": stats.get("adversarial_rate"),
             "source_test_acc": res["source"]["test_acc"], "pgd": res["baselines"].get("pgd"), **_summary(res)}
 
@@ -90,15 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     command = "python benchmarks/cifar_eps.py " + " ".join(argv if argv is not None else sys.argv[1:])
     path = ROOT / "benchmarks" / "results" / "cifar-eps.json"
-    # runs of earlier commands are kept (a rerun of the same seed and ε replaces its row)
-    payload = json.loads(path.read_text()) if path.exists() else {"commands": [], "runs": []}
-    payload["commands"] = [c for c in payload["commands"] if c != command] + [command]
-    payload["versions"] = versions()
+    payload = open_log(path, command)  # runs of earlier commands are kept; a rerun replaces its row
     for seed in args.seeds:
         for eps in args.eps:
-            r = run(eps, seed, args.data_dir)
-            payload["runs"] = sorted([x for x in payload["runs"] if (x["seed"], x["eps"]) != (seed, eps)] + [r],
-                                     key=lambda x: (x["seed"], x["eps"]))
+            put_run(payload, run(eps, seed, args.data_dir), lambda x: (x["seed"], x["eps"]))
             atomic_write_text(path, json.dumps(payload, indent=2))
             write_md(payload, ROOT / "docs" / "results" / "cifar-eps.md")
     return 0

@@ -102,6 +102,22 @@ def per_model_lines(runs: list[dict], title: str, label, cell) -> list[str]:
     return lines + ["", "Model order: " + ", ".join(names)]
 
 
+def open_log(path: Path, command: str) -> dict:
+    """A benchmark's result file that keeps the runs of earlier commands: ``command`` is listed once,
+    last, and the versions are this run's."""
+    payload = json.loads(path.read_text()) if path.exists() else {"commands": [], "runs": []}
+    if "command" in payload:  # a first layout held one command
+        payload["commands"] = [payload.pop("command")]
+    payload["commands"] = [c for c in payload["commands"] if c != command] + [command]
+    payload["versions"] = versions()
+    return payload
+
+
+def put_run(payload: dict, run: dict, key) -> None:
+    """Add ``run`` to the log, replacing the row with the same ``key(row)``; rows sorted by that key."""
+    payload["runs"] = sorted([x for x in payload["runs"] if key(x) != key(run)] + [run], key=key)
+
+
 def run(variant: str, seed: int, data_dir) -> dict:
     out = ROOT / "benchmarks" / "runs" / f"ensemble-{variant}-seed{seed}"
     base = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
@@ -111,7 +127,7 @@ def run(variant: str, seed: int, data_dir) -> dict:
     t = time.perf_counter()
     res = run_quickstart(out, config, seed=seed, data_dir=data_dir, progress=False)
     entry = {"variant": variant, "seed": seed, "training_members": len(res["training_models"]),
-             "wall_seconds": time.perf_counter() - t, "from_nothing_seconds": from_nothing(res, out),
+             "wall_seconds": time.perf_counter() - t, "from_nothing_seconds": from_nothing(res),
              "cem_seconds": res["fingerprint"]["stats"]["seconds"], **_summary(res)}
     default = base / "results.json"
     if default.exists():
@@ -157,17 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     command = "python benchmarks/ensemble_families.py " + " ".join(argv if argv is not None else sys.argv[1:])
     path = ROOT / "benchmarks" / "results" / "ensemble-families-fashion-mnist.json"
-    payload = json.loads(path.read_text()) if path.exists() else {"commands": [], "runs": []}
-    if "command" in payload:  # the file's first layout held one command
-        payload["commands"] = [payload.pop("command")]
-    payload["commands"] = [c for c in payload["commands"] if c != command] + [command]
-    payload["versions"] = versions()
+    payload = open_log(path, command)
     order = list(VARIANTS)
     for seed in args.seeds:
         for variant in args.variants:
-            r = run(variant, seed, args.data_dir)
-            payload["runs"] = sorted([x for x in payload["runs"] if (x["variant"], x["seed"]) != (variant, seed)] + [r],
-                                     key=lambda x: (x["seed"], order.index(x["variant"])))
+            put_run(payload, run(variant, seed, args.data_dir), lambda x: (x["seed"], order.index(x["variant"])))
             atomic_write_text(path, json.dumps(payload, indent=2))
             write_md(payload, ROOT / "docs" / "results" / "ensemble-families-fashion-mnist.md")
     return 0

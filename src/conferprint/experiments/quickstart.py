@@ -311,9 +311,9 @@ def recorded_costs(study: Study, fps: dict[str, Fingerprint], timings: dict[str,
 
     out = {"data": timings.get("data", 0.0), "source": trained([study.source]),
            "training_models": trained(study.training + study.calibration), "testing_models": trained(study.testing)}
-    for phase, key in (("cem", "cem"), ("pgd", "pgd"), ("control", "control")):
-        if key in fps:
-            out[phase] = float((fps[key].manifest.get("stats") or {}).get("seconds") or timings.get(phase, 0.0))
+    for phase in ("cem", "pgd", "control"):
+        if phase in fps:
+            out[phase] = float((fps[phase].manifest.get("stats") or {}).get("seconds") or timings.get(phase, 0.0))
     out["verify"] = timings.get("verify", 0.0)
     out["total"] = sum(out.values())
     return out

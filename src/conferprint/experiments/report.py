@@ -89,8 +89,9 @@ def _null_lines(nt: dict[str, Any] | None) -> list[str]:
 
 
 def timing_rows(results: dict) -> list[dict]:
-    """One row per phase: this run's seconds and the recorded cost (results of older runs lack the latter)."""
-    rec = results.get("recorded_costs") or {}
+    """One row per phase: this run's seconds and the recorded cost (a phase may have only one of them:
+    the pool and Ray time all models as one phase)."""
+    rec = results["recorded_costs"]
     phases = [k for k in [*results["timings"], *rec] if k != "total"]
     phases = list(dict.fromkeys(phases)) + ["total"]
     return [{"phase": k, "seconds": results["timings"].get(k), "recorded": rec.get(k)} for k in phases]
