@@ -103,6 +103,12 @@ def run_seed(seed: int, data_dir) -> dict:
     return out
 
 
+def auc_margin_cells(s: dict) -> str:
+    """The "calibrated AUC / margin | raw AUC / margin" cells of a fingerprint's separation stats."""
+    c, w = s["calibrated"], s["raw"]
+    return f"{c['roc_auc']:.3f} / {c['margin']:+.3f} | {w['roc_auc']:.3f} / {w['margin']:+.3f}"
+
+
 def write_md(payload: dict, path: Path) -> None:
     lines = ["# Which training-ensemble signal predicts a CEM candidate's held-out behaviour (Fashion-MNIST)", "",
              f"Command: `{payload['command']}`", "",
@@ -115,26 +121,29 @@ def write_md(payload: dict, path: Path) -> None:
              "| --- | --- | --- | --- | --- | --- |"]
     for r in payload["runs"]:
         for name, s in r["signals"].items():
-            c, w = s["calibrated"], s["raw"]
-            lines.append(f"| {r['seed']} | {name} | {s['corr']:+.3f} | {s['top_power']:.3f} | "
-                         f"{c['roc_auc']:.3f} / {c['margin']:+.3f} | {w['roc_auc']:.3f} / {w['margin']:+.3f} |")
+            lines.append(f"| {r['seed']} | {name} | {s['corr']:+.3f} | {s['top_power']:.3f} | {auc_margin_cells(s)} |")
         lines.append(f"| {r['seed']} | (all {r['adversarial']} adversarial) | | {r['mean_power_all']:.3f} | | |")
     path.write_text("\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def per_seed_main(script: str, stem: str, doc: str, run_seed, write_md, argv: list[str] | None) -> int:
+    """The command line of a per-seed study: ``--seeds``, ``--data-dir``; after every seed,
+    benchmarks/results/<stem>.json and docs/results/<stem>.md hold the runs so far."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
-    payload = {"command": "python benchmarks/candidate_signals.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    payload = {"command": f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
                "runs": [], "versions": versions()}
     for seed in args.seeds:
         payload["runs"].append(run_seed(seed, args.data_dir))
-        atomic_write_text(ROOT / "benchmarks" / "results" / "candidate-signals-fashion-mnist.json",
-                          json.dumps(payload, indent=2))
-        write_md(payload, ROOT / "docs" / "results" / "candidate-signals-fashion-mnist.md")
+        atomic_write_text(ROOT / "benchmarks" / "results" / f"{stem}.json", json.dumps(payload, indent=2))
+        write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return per_seed_main("candidate_signals.py", "candidate-signals-fashion-mnist", __doc__, run_seed, write_md, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """More surrogates of the other architectures in CEM's training ensemble (issue: separation).
 
     python benchmarks/ensemble_families.py --seeds 0 1 2 --variants hard soft hardsoft cnn
+    python benchmarks/ensemble_families.py --seeds 0 1 2 --variants long long-surrogates
+    python benchmarks/ensemble_families.py --seeds 0 1 2 --variants validation
 
 The default preset's training ensemble holds 10 surrogates, 6 of them of the source's architecture
 (cnn_small), against 16 references; its best held-out reference is always a lenet_bn one and its
@@ -20,7 +22,16 @@ and two variants that change how well the ensemble is trained instead of what it
 - ``long``: every cnn_small and lenet_bn member, surrogates and references, trained 5 epochs
   instead of 3 (the testing models' epochs for those architectures);
 - ``long-surrogates``: only those surrogates trained 5 epochs, the references still 3 (the
-  surrogates then differ from the references in training length as well as in labels).
+  surrogates then differ from the references in training length as well as in labels);
+
+and one that changes how CEM's candidates are ranked, not the ensemble:
+
+- ``validation``: 16 *validation* models, the testing models' recipe on D1 (per testing
+  architecture a soft- and a hard-label surrogate and two references), which CEM never optimises
+  against; the candidates are ranked by Confer plus their held-out power (share of validation
+  surrogates agreeing with the source minus share of validation references agreeing), every
+  adversarial candidate ranked (τ = 0). `benchmarks/validation_selection.py` measured the ranking
+  first on the default's own candidates.
 
 Each run lives in benchmarks/runs/ensemble-<variant>-seed<N>/; its zoo starts as a copy of the
 default study's zoo (benchmarks/runs/quickstart-seed<N>/zoo, when there) so only the added models
@@ -66,9 +77,17 @@ def _longer(epochs: int, roles: tuple[str, ...], archs: tuple[str, ...] = ("cnn_
                                   if g.arch in archs and g.role in roles else g for g in training)
 
 
+def with_validation(config):
+    """``config`` with validation models of its testing models' recipe (on D1) ranking CEM's candidates."""
+    return replace(config, validation=config.testing, cem=replace(config.cem, tau=0.0))
+
+
 # variant -> the training ensemble it makes of the default's
 VARIANTS = {"hard": _added(_HARD), "soft": _added(_SOFT), "hardsoft": _added(_HARD + _SOFT), "cnn": _added(_CNN),
-            "long": _longer(5, ("surrogate", "reference")), "long-surrogates": _longer(5, ("surrogate",))}
+            "long": _longer(5, ("surrogate", "reference")), "long-surrogates": _longer(5, ("surrogate",)),
+            "validation": lambda training: training}
+# variants that change more of the study than its training ensemble
+CONFIG = {"validation": with_validation}
 
 
 def label(variant: str) -> str:
@@ -124,9 +143,12 @@ def run(variant: str, seed: int, data_dir) -> dict:
     if not (out / "zoo").exists() and (base / "zoo").exists():
         shutil.copytree(base / "zoo", out / "zoo")
     config = replace(DEFAULT, preset=f"default+{variant}", training=VARIANTS[variant](DEFAULT.training))
+    config = CONFIG.get(variant, lambda c: c)(config)
     t = time.perf_counter()
     res = run_quickstart(out, config, seed=seed, data_dir=data_dir, progress=False)
-    entry = {"variant": variant, "seed": seed, "training_members": len(res["training_models"]),
+    entry = {"variant": variant, "seed": seed,
+             "training_members": sum(m["name"].startswith("train-") for m in res["training_models"]),
+             "validation_members": sum(m["name"].startswith("val-") for m in res["training_models"]),
              "wall_seconds": time.perf_counter() - t, "from_nothing_seconds": from_nothing(res),
              "cem_seconds": res["fingerprint"]["stats"]["seconds"], **_summary(res)}
     default = base / "results.json"
@@ -144,7 +166,9 @@ def write_md(payload: dict, path: Path) -> None:
              "The default study per seed, rerun with extra D1 models in the training ensemble (hard/soft/hardsoft: "
              "surrogates of lenet_bn, 3 epochs, and mlp, 8 epochs; cnn: 2 surrogates and 2 references of cnn, 2 epochs) or with its "
              "cnn_small and lenet_bn members trained 5 epochs instead of 3 (long: surrogates and references; long-surrogates: "
-             "surrogates only); same source, same 8 + 8 held-out testing models, same CEM and control settings. "
+             "surrogates only), or with 16 validation models ranking CEM's candidates (validation: members = the 26 training "
+             "models, the validation models are not in the optimisation); same source, same 8 + 8 held-out testing models, "
+             "same CEM and control settings. "
              "'calibrated' = CAEAcc(fingerprint) − CAEAcc(control), the default's score; 'raw' = CAEAcc. "
              "Margin = min(surrogate) − max(reference).", "",
              "| seed | ensemble | members | calibrated AUC | calibrated margin | raw AUC | raw margin | CEM s | from nothing s |",

@@ -193,3 +193,46 @@ def test_malformed_fingerprint_files_give_clear_errors(cem_fp, tmp_path, corrupt
         (tmp_path / "fp.json").write_text(json.dumps({"format": "pickle"}))
     with pytest.raises(FingerprintError):
         load_fingerprint(tmp_path / "fp.json")
+
+
+def test_validation_models_rank_by_confer_plus_their_held_out_power(digit_models):
+    from dataclasses import replace
+
+    from conferprint.fingerprint.generate import validation_power
+    from conferprint.fingerprint.scores import labels_of
+
+    m = digit_models
+    cem = replace(FAST_CEM, size=10, balance=False, tau=0.0, search="best")
+    args = (m["source"], m["surrogates"], m["references"], m["x"], m["y"])
+    # for the mechanics any two model lists do: here the training surrogates and references themselves
+    val = ([m["surrogates"][1]], [m["references"][1]])
+    plain = cem.generate(*args, seed=0, num_classes=10)
+    ranked = cem.generate(*args, seed=0, num_classes=10, validation=val)
+
+    def rank(fp):
+        return fp.train_confer + validation_power(val, fp.inputs, fp.keys)
+
+    # train_confer stays the training models' hard Confer; the pick is the top of Confer + power
+    surr, refs = labels_of(m["surrogates"], ranked.inputs), labels_of(m["references"], ranked.inputs)
+    assert torch.allclose(ranked.train_confer, confer(surr, refs, ranked.keys))
+    r = rank(ranked)
+    assert (r[:-1] >= r[1:]).all()
+    # same candidates, same optimisation: ranking by the sum cannot pick a worse total than Confer alone
+    assert float(r.mean()) >= float(rank(plain).mean())
+    assert ranked.manifest["stats"]["n_validation_surrogates"] == 1 == ranked.manifest["stats"]["n_validation_references"]
+    assert ranked.manifest["stats"]["mean_validation_power"] == pytest.approx(float((r - ranked.train_confer).mean()))
+    # no validation model at all is the plain ranking
+    empty = cem.generate(*args, seed=0, num_classes=10, validation=([], []))
+    assert torch.equal(empty.inputs, plain.inputs) and "n_validation_surrogates" not in empty.manifest["stats"]
+
+
+def test_validation_power_is_surrogates_minus_references(digit_models):
+    from conferprint.fingerprint.generate import validation_power
+
+    m = digit_models
+    x = m["x"][:50]
+    t = m["source"](x).argmax(1)
+    s = (m["surrogates"][0](x).argmax(1) == t).float()
+    r = (m["references"][0](x).argmax(1) == t).float()
+    assert torch.equal(validation_power(([m["surrogates"][0]], [m["references"][0]]), x, t), s - r)
+    assert torch.equal(validation_power(([m["surrogates"][0]], []), x, t), s)

@@ -144,3 +144,25 @@ def test_control_difference_needs_the_control_set():
 
     with pytest.raises(ValueError, match="control"):
         replace(TINY, score="control_diff", pgd=None)
+
+
+def test_validation_models_are_trained_recorded_and_rank_the_fingerprint(tiny_run, tmp_path):
+    from dataclasses import replace
+
+    from conferprint.experiments.quickstart import _g
+    from conferprint.fingerprint import load_fingerprint
+
+    out, res = tiny_run
+    again_dir = tmp_path / "val"
+    shutil.copytree(out, again_dir)
+    cfg = replace(TINY, validation=(_g("mlp", "surrogate", "soft", 1, 1), _g("mlp", "reference", "ground_truth", 1, 1)))
+    again = run_quickstart(again_dir, cfg, seed=0, data_dir=FMNIST_DIR, progress=False)
+    assert again["retrained"] == {"count": 2, "of": res["retrained"]["of"] + 2}  # only the two validation models
+    names = {m["name"] for m in again["training_models"]}
+    assert {"val-surrogate-mlp-soft-0", "val-reference-mlp-ground_truth-0"} <= names
+    rec = again["recorded_costs"]
+    assert rec["validation_models"] > 0 and rec["training_models"] == res["recorded_costs"]["training_models"]
+    fp = load_fingerprint(again_dir / "fingerprint")
+    assert len(fp.manifest["validation_models"]) == 2 and fp.manifest["stats"]["n_validation_references"] == 1
+    assert again["fingerprint"]["generated_now"]  # the cached fingerprint had no validation models: regenerated
+    assert run_quickstart(again_dir, cfg, seed=0, data_dir=FMNIST_DIR, progress=False)["fingerprint"]["generated_now"] is False

@@ -3,6 +3,7 @@
 1. seeded split of the training set into defender (D1) and attacker (D2) halves;
 2. source on D1 ground truth; training surrogates (D1, source's soft labels) and training
    references (D1, ground truth), the source's architecture among both;
+   (optionally) validation models on D1 that CEM never optimises against, to rank its candidates;
 3. a CEM fingerprint (and, as the baseline, a plain PGD fingerprint of the same size);
 4. testing models that generation never saw: surrogates on D2 labelled by the source (soft and
    hard) and references on D2 ground truth;
@@ -58,6 +59,9 @@ class QuickstartConfig:
     threshold: float = 0.75  # score at or above which a suspect is called stolen
     # D1 ground-truth references that generation never sees: the per-family null is fitted on them
     calibration: tuple[Group, ...] = ()
+    # D1 models CEM never optimises against: their surrogates' minus references' agreement with the
+    # source is added to Confer when ranking CEM's candidates (CEM.generate's ``validation``)
+    validation: tuple[Group, ...] = ()
     # decisive score: "cae_acc" (raw), "control_diff" (CAEAcc minus CAEAcc on the PGD control set),
     # or "family_null" (CAEAcc minus the null of the family inferred from the suspect's labels)
     score: str = "cae_acc"
@@ -112,6 +116,7 @@ TINY = QuickstartConfig(
 # exact preset on three seeds.
 # The source is the small CNN (≈9,000 training images/s here against ≈2,600 for `cnn`); `cnn`
 # appears among the testing models as a larger model of the same family.
+_DEFAULT_HELD_OUT = (("cnn_small", 5), ("lenet_bn", 5), ("mlp", 8), ("cnn", 2))  # (arch, epochs) of held-out models
 DEFAULT = QuickstartConfig(
     preset="default", source_arch="cnn_small", source_epochs=10,
     train=TrainConfig(batch_size=256, lr=0.05),
@@ -129,7 +134,11 @@ DEFAULT = QuickstartConfig(
         _g("cnn_small", "reference", "ground_truth", 6, 3, tag="pool"), _g("lenet_bn", "reference", "ground_truth", 2, 3, tag="pool"),
         _g("mlp", "reference", "ground_truth", 2, 8, tag="pool"),
     ),
-    testing=_held_out(("cnn_small", 5), ("lenet_bn", 5), ("mlp", 8), ("cnn", 2)),
+    testing=_held_out(*_DEFAULT_HELD_OUT),
+    # No validation models (`validation`): ranking CEM's candidates by Confer plus the held-out power
+    # of 16 D1 models never optimised against separated no seed (calibrated AUC 0.969/0.938/0.984,
+    # margins −0.028/−0.046/−0.002 against −0.034/−0.044/−0.012) and cost 276–298 s more
+    # (benchmarks/ensemble_families.py --variants validation; docs/results/separation-summary.md §7).
     # 50 Adam steps over-fitted the ensemble less than 100 (held-out Confer 0.387 vs 0.340); the
     # most conferrable wrong class as target (method.md's t = argmax M(x') kept no example at
     # τ = 0.9 with either weight set).
@@ -217,16 +226,24 @@ def _fingerprint_cached(path: Path, expect: dict[str, Any]) -> Fingerprint | Non
 
 
 def _make_fingerprint(method, name: str, out: Path, source: Trained, surr: list[Trained], refs: list[Trained],
-                      x, y, seed: int, num_classes: int, progress: bool) -> tuple[Fingerprint, bool]:
+                      x, y, seed: int, num_classes: int, progress: bool,
+                      validation: list[Trained] = ()) -> tuple[Fingerprint, bool]:
     expect = {"params": asdict(method), "seed": seed, "source_sha256": source.meta["sha256"],
               "training_models": sorted(m.meta["sha256"] for m in surr + refs)}
+    extra = {}
+    if validation:
+        expect["validation_models"] = sorted(m.meta["sha256"] for m in validation)
+        extra["validation"] = ([m.model for m in validation if m.meta["role"] == "surrogate"],
+                               [m.model for m in validation if m.meta["role"] == "reference"])
     path = out / name
     cached = _fingerprint_cached(path, expect)
     if cached is not None:
         return cached, False
     fp = method.generate(source.model, [m.model for m in surr], [m.model for m in refs], x, y, seed=seed,
-                         num_classes=num_classes, source_sha256=source.meta["sha256"], progress=progress)
+                         num_classes=num_classes, source_sha256=source.meta["sha256"], progress=progress, **extra)
     fp.manifest["training_models"] = expect["training_models"]
+    if validation:
+        fp.manifest["validation_models"] = expect["validation_models"]
     # benign decoys from the defender's own data, mixed among the queries at verification
     fp = add_decoys(fp, x, min(len(fp), len(x)), seed + 1)
     save_fingerprint(fp, path)
@@ -247,6 +264,7 @@ class Study:
     testing: list[Trained]
     timings: dict[str, float]
     calibration: list[Trained] = field(default_factory=list)
+    validation: list[Trained] = field(default_factory=list)
 
     def training_role(self, role: str) -> list[Trained]:
         return [m for m in self.training if m.meta["role"] == role]
@@ -281,6 +299,7 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
     phases = {
         "training_models": [j for g in config.training for j in builder.group_jobs("train", g, "D1", x1, y1, source)],
         "calibration_models": [j for g in config.calibration for j in builder.group_jobs("cal", g, "D1", x1, y1, source)],
+        "validation_models": [j for g in config.validation for j in builder.group_jobs("val", g, "D1", x1, y1, source)],
         "testing_models": [j for g in config.testing for j in builder.group_jobs("test", g, "D2", x2, y2, source)],
     }
     trained: dict[str, list[Trained]] = {}
@@ -294,10 +313,10 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
         for k, jobs in phases.items():
             t = time.perf_counter()
             trained[k] = builder.run_all(jobs)
-            if jobs or k != "calibration_models":
+            if jobs or k not in ("calibration_models", "validation_models"):
                 timings[k] = time.perf_counter() - t
     return Study(data, d1, d2, x1, y1, source, trained["training_models"], trained["testing_models"], timings,
-                 trained["calibration_models"])
+                 trained["calibration_models"], trained["validation_models"])
 
 
 def recorded_costs(study: Study, fps: dict[str, Fingerprint], timings: dict[str, float]) -> dict[str, float]:
@@ -311,6 +330,8 @@ def recorded_costs(study: Study, fps: dict[str, Fingerprint], timings: dict[str,
 
     out = {"data": timings.get("data", 0.0), "source": trained([study.source]),
            "training_models": trained(study.training + study.calibration), "testing_models": trained(study.testing)}
+    if study.validation:
+        out["validation_models"] = trained(study.validation)
     for phase in ("cem", "pgd", "control"):
         if phase in fps:
             out[phase] = float((fps[phase].manifest.get("stats") or {}).get("seconds") or timings.get(phase, 0.0))
@@ -393,7 +414,8 @@ def run_quickstart(
 
     t = time.perf_counter()
     fp, fp_new = _make_fingerprint(config.cem, "fingerprint", out, source, study.training_role("surrogate"),
-                                   study.training_role("reference"), study.x1, study.y1, seed, data.num_classes, progress)
+                                   study.training_role("reference"), study.x1, study.y1, seed, data.num_classes, progress,
+                                   study.validation)
     timings["cem"] = time.perf_counter() - t
     baselines: dict[str, Fingerprint] = {}
     if config.pgd is not None:
@@ -416,7 +438,7 @@ def run_quickstart(
         calibrated = FamilyNull(fp, probe, {m.name: (m.arch, model_oracle(m.model)) for m in study.calibration})
     control = ("control" if controls else "pgd") if config.score == "control_diff" else None
     models = score_models(testing, fps, "testing", config.threshold, calibrated, control)
-    training_rows = score_models(training + study.calibration, fps, "training", config.threshold, calibrated, control)
+    training_rows = score_models(training + study.calibration + study.validation, fps, "training", config.threshold, calibrated, control)
     source_row = score_models([source], fps, "source", config.threshold)[0]
     timings["verify"] = time.perf_counter() - t
 
@@ -455,8 +477,9 @@ def run_quickstart(
         "training_models": training_rows,
         "timings": timings,
         "recorded_costs": recorded_costs(study, fps, timings),
-        "retrained": {"count": sum(m.trained_now for m in [source, *training, *study.calibration, *testing]),
-                      "of": 1 + len(training) + len(study.calibration) + len(testing)},
+        "retrained": {"count": sum(m.trained_now for m in [source, *training, *study.calibration, *study.validation,
+                                                            *testing]),
+                      "of": 1 + len(training) + len(study.calibration) + len(study.validation) + len(testing)},
         "seed": seed,
         "config": config.to_dict(),
         "data": {"dataset": data.name, "source": data.source, "d1": len(study.d1), "d2": len(study.d2),

@@ -19,7 +19,7 @@ from torch import nn
 from conferprint.fingerprint.artifact import Fingerprint
 from conferprint.device import model_device
 from conferprint.fingerprint.ensemble import freeze, keep_mask, project
-from conferprint.fingerprint.generate import generate_fingerprint
+from conferprint.fingerprint.generate import Validation, generate_fingerprint
 
 _LOG_EPS = 1e-12
 
@@ -132,12 +132,16 @@ class CEM:
         num_classes: int | None = None,
         source_sha256: str | None = None,
         progress: bool = False,
+        validation: Validation | None = None,
     ) -> Fingerprint:
-        """A fingerprint of ``self.size`` conferrable examples made from candidates ``(x, y)``."""
+        """A fingerprint of ``self.size`` conferrable examples made from candidates ``(x, y)``.
+
+        ``validation``: ``(surrogates, references)`` never optimised against; their held-out power
+        (surrogates' minus references' agreement with the source) is added to Confer when ranking."""
         return generate_fingerprint(
             "cem", self, lambda x0, yb, gen, bar: self.attack(source, surrogates, references, x0, yb, gen, bar),
             source=source, surrogates=surrogates, references=references, x=x, y=y, size=self.size, tau=self.tau,
             balance=self.balance, batch_size=self.batch_size, max_candidates=self.max_candidates, steps=self.steps,
             seed=seed, num_classes=num_classes, source_sha256=source_sha256, progress=progress,
-            exhaust=self.search == "best",
+            exhaust=self.search == "best", validation=validation,
         )

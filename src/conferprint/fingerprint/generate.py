@@ -5,6 +5,9 @@ optimised a batch at a time until every target class has enough conferrable exam
 candidate budget is spent); the kept examples are balanced over target classes. With
 ``exhaust=True`` the whole candidate budget is optimised and the ``size`` best-scoring examples
 are kept (the search CEM's ``search="best"`` uses), instead of the first ones that pass τ.
+With ``validation`` models — a surrogate and reference set the optimisation never saw — the ranking
+adds their held-out power (share of validation surrogates giving the source's label minus share of
+validation references giving it) to the training models' Confer.
 """
 from __future__ import annotations
 
@@ -21,12 +24,27 @@ from tqdm.auto import tqdm
 from conferprint.fingerprint.artifact import Fingerprint
 from conferprint.errors import ConferprintError
 from conferprint.fingerprint.ensemble import balanced_pick, select_conferrable
+from conferprint.fingerprint.scores import labels_of
 from conferprint.training import predict_labels
 
 log = logging.getLogger(__name__)
 
 class GenerationError(ConferprintError, RuntimeError):
     """Generation produced no usable example."""
+
+
+Validation = tuple[Sequence[nn.Module], Sequence[nn.Module]]  # (surrogates, references) never optimised against
+
+
+def validation_power(validation: Validation, x_adv: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per example: share of the validation surrogates that give ``target`` minus share of the
+    validation references that do (each side 0 when it has no model)."""
+    def share(models: Sequence[nn.Module]) -> torch.Tensor:
+        if not models:
+            return torch.zeros(len(target), device=target.device)
+        return (labels_of(models, x_adv) == target[None, :]).float().mean(0)
+
+    return share(validation[0]) - share(validation[1])
 
 
 # optimise(x0, y, gen, bar) -> x_adv for one batch of candidates
@@ -55,9 +73,14 @@ def generate_fingerprint(
     progress: bool = False,
     accept: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     exhaust: bool = False,
+    validation: Validation | None = None,
 ) -> Fingerprint:
     """``accept(x_adv, source_labels, y) -> bool mask`` replaces the default selection (adversarial for
-    the source and Confer ≥ τ on the training models), e.g. IPGuard's boundary criterion."""
+    the source and Confer ≥ τ on the training models), e.g. IPGuard's boundary criterion.
+    ``validation``: ``(surrogates, references)`` whose held-out power is added to the ranking (τ still
+    applies to Confer alone); the stored ``train_confer`` stays the training models' Confer."""
+    if validation is not None and not (validation[0] or validation[1]):
+        validation = None
     if size < 1:
         raise ValueError(f"fingerprint size must be ≥ 1, got {size}")
     if len(x) != len(y):
@@ -71,7 +94,7 @@ def generate_fingerprint(
     order = correct[torch.randperm(len(correct), generator=gen)]
     budget = len(order) if max_candidates is None else min(len(order), max_candidates)
     quota = math.ceil(size / num_classes) if balance else size
-    kept_x, kept_x0, kept_y, kept_t, kept_s = [], [], [], [], []
+    kept_x, kept_x0, kept_y, kept_t, kept_s, kept_r = [], [], [], [], [], []
     used = 0
     adversarial = 0
     n_batches = math.ceil(budget / batch_size)
@@ -86,23 +109,24 @@ def generate_fingerprint(
             target = predict_labels(source, x_adv)
             keep = accept(x_adv, target, yb)
             scores = keep.float()
+        rank = scores if validation is None else scores + validation_power(validation, x_adv, target)
         used += len(idx)
         adversarial += int((target != yb).sum())
         kept_x.append(x_adv[keep]); kept_x0.append(x0[keep]); kept_y.append(yb[keep])
-        kept_t.append(target[keep]); kept_s.append(scores[keep])
+        kept_t.append(target[keep]); kept_s.append(scores[keep]); kept_r.append(rank[keep])
         counts = torch.bincount(torch.cat(kept_t), minlength=num_classes)
         bar.set_postfix(kept=int(counts.sum()))
         enough = bool((counts >= quota).all()) if balance else int(counts.sum()) >= size
         if enough and not exhaust:
             break
     bar.close()
-    xs, x0s, ys, ts, ss = (torch.cat(v) for v in (kept_x, kept_x0, kept_y, kept_t, kept_s))
+    xs, x0s, ys, ts, ss, rs = (torch.cat(v) for v in (kept_x, kept_x0, kept_y, kept_t, kept_s, kept_r))
     if len(ts) == 0:
         raise GenerationError(
             f"{method_name}: none of {used} candidates became a kept example ({adversarial} fooled the source; "
             f"τ = {tau}). Raise eps, steps or the learning rate, lower τ, or allow more candidates."
         )
-    pick = balanced_pick(ts, ss, size, num_classes, balance)
+    pick = balanced_pick(ts, rs, size, num_classes, balance)
     if len(pick) < size:
         log.warning("%s kept only %d of the %d requested examples from %d candidates", method_name, len(pick), size, used)
     stats = {
@@ -114,6 +138,9 @@ def generate_fingerprint(
         "n_surrogates": len(surrogates),
         "n_references": len(references),
     }
+    if validation is not None:
+        stats.update(n_validation_surrogates=len(validation[0]), n_validation_references=len(validation[1]),
+                     mean_validation_power=float((rs - ss)[pick].mean()) if len(pick) else 0.0)
     params_dict = asdict(params) if hasattr(params, "__dataclass_fields__") else dict(params)  # type: ignore[arg-type]
     return Fingerprint(
         inputs=xs[pick].contiguous(), keys=ts[pick].contiguous(), originals=x0s[pick].contiguous(),
