@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -33,7 +32,7 @@ from conferprint.experiments.quickstart import (
     DEFAULT, QuickstartConfig, _make_fingerprint, per_arch, prepare_study, score_models, summarize, versions,
 )
 from conferprint.experiments.zoo_builder import Group
-from conferprint.fingerprint import CEM, PGD
+from conferprint.fingerprint import PGD
 from conferprint.fingerprint.scores import confer, labels_of
 from conferprint.verify import model_oracle, separation_stats
 from conferprint.verify.calibration import FamilyNull

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conferprint.attacks.base import Attack, AttackConfigError, AttackContext, Stolen, register
+from conferprint.attacks.base import AttackConfigError, AttackContext, Stolen, register
 from conferprint.attacks.extraction import _ArchChecked
 from conferprint.fingerprint.ensemble import project
 from conferprint.training import _loss
