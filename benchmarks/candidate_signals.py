@@ -28,7 +28,9 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,33 +75,77 @@ def signals(study, xa: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]
             "source_confidence": F.softmax(predict_logits(study.source.model, xa), 1).gather(1, t[:, None]).squeeze(1)}
 
 
-def run_seed(seed: int, data_dir) -> dict:
+@dataclass
+class Replay:
+    """A seed's default candidates replayed (`candidates`), kept where adversarial for the source."""
+
+    study: Any
+    seconds: float  # the replay's optimisation time
+    candidates: int  # optimised, adversarial or not
+    xa: torch.Tensor  # the adversarial ones and their source labels
+    t: torch.Tensor
+    signals: dict[str, np.ndarray]  # the training-ensemble signals, per candidate
+    agree: np.ndarray  # (testing models, candidates): 1 where the model gives the source's label
+    is_surr: np.ndarray  # per testing model
+    ctl: np.ndarray  # per testing model: its agreement on the study's control set
+
+    @property
+    def power(self) -> np.ndarray:
+        """Held-out power per candidate."""
+        return power(self.agree, self.is_surr)
+
+
+def agreement(models, xa: torch.Tensor, t: torch.Tensor) -> np.ndarray:
+    """(models, candidates): 1 where the model gives the source's label."""
+    return torch.stack([(predict_labels(m.model, xa) == t).float() for m in models]).numpy()
+
+
+def power(agree: np.ndarray, is_surr: np.ndarray) -> np.ndarray:
+    """Per candidate: share of the surrogates among ``agree``'s models agreeing minus share of the references."""
+    return agree[is_surr].mean(0) - agree[~is_surr].mean(0)
+
+
+def as_fingerprint(top: np.ndarray, agree: np.ndarray, ctl: np.ndarray, is_surr: np.ndarray) -> dict:
+    """The candidates ``top`` scored as a fingerprint on the models of ``agree`` (calibrated = minus ``ctl``)."""
+    raw = agree[:, top].mean(1)
+    cal = raw - ctl
+    return {"held_out_power": float(power(agree[:, top], is_surr).mean()),
+            "calibrated": separation_stats(cal[is_surr].tolist(), cal[~is_surr].tolist()),
+            "raw": separation_stats(raw[is_surr].tolist(), raw[~is_surr].tolist())}
+
+
+def top(score: np.ndarray) -> np.ndarray:
+    """The ``SIZE`` best candidates by ``score``, ties by candidate order (as the default's pick)."""
+    return np.argsort(-score, kind="stable")[:SIZE]
+
+
+def replay(seed: int, data_dir, config=DEFAULT) -> Replay:
+    """Seed ``seed``'s default study (``config``'s models: the default's and any it adds) and its candidates."""
     study_dir = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
-    study = prepare_study(DEFAULT, study_dir / "zoo", seed=seed, data_dir=data_dir)
+    study = prepare_study(config, study_dir / "zoo", seed=seed, data_dir=data_dir)
     t0 = time.perf_counter()
     xa, y = candidates(study, seed)
     seconds = time.perf_counter() - t0
     t = predict_labels(study.source.model, xa)
     adv = (t != y).nonzero().squeeze(1)
-    sig = {k: v[adv] for k, v in signals(study, xa, t).items()}
+    sig = {k: v[adv].numpy() for k, v in signals(study, xa, t).items()}
     xa, t = xa[adv], t[adv]
-    testing = study.testing
-    agree = torch.stack([(predict_labels(m.model, xa) == t).float() for m in testing]).numpy()  # (models, N)
-    is_surr = np.array([m.meta["role"] == "surrogate" for m in testing])
-    power = agree[is_surr].mean(0) - agree[~is_surr].mean(0)
     control = control_fingerprint(study_dir)
-    ctl = np.array([float((predict_labels(m.model, control.inputs) == control.keys).float().mean()) for m in testing])
-    out = {"seed": seed, "candidates": len(y), "adversarial": len(adv), "seconds": seconds,
-           "mean_power_all": float(power.mean()), "signals": {}}
+    return Replay(study, seconds, len(y), xa, t, sig, agreement(study.testing, xa, t),
+                  np.array([m.meta["role"] == "surrogate" for m in study.testing]),
+                  agreement(study.testing, control.inputs, control.keys).mean(1))
+
+
+def run_seed(seed: int, data_dir) -> dict:
+    r = replay(seed, data_dir)
+    power_ = r.power
+    out = {"seed": seed, "candidates": r.candidates, "adversarial": len(r.t), "seconds": r.seconds,
+           "mean_power_all": float(power_.mean()), "signals": {}}
     for name in SIGNALS:
-        v = sig[name].numpy()
-        top = np.argsort(-v, kind="stable")[:SIZE]  # ties by candidate order, as the default's pick
-        raw = agree[:, top].mean(1)
-        cal = raw - ctl
-        out["signals"][name] = {
-            "corr": float(np.corrcoef(v, power)[0, 1]), "top_power": float(power[top].mean()),
-            "calibrated": separation_stats(cal[is_surr].tolist(), cal[~is_surr].tolist()),
-            "raw": separation_stats(raw[is_surr].tolist(), raw[~is_surr].tolist())}
+        v = r.signals[name]
+        f = as_fingerprint(top(v), r.agree, r.ctl, r.is_surr)
+        out["signals"][name] = {"corr": float(np.corrcoef(v, power_)[0, 1]), "top_power": f["held_out_power"],
+                                "calibrated": f["calibrated"], "raw": f["raw"]}
     return out
 
 

@@ -29,49 +29,26 @@ docs/results/validation-selection-fashion-mnist.md.
 from __future__ import annotations
 
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import rankdata
 
-from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, prepare_study
+from conferprint.experiments.quickstart import DEFAULT
 from conferprint.experiments.zoo_builder import Group
-from conferprint.training import predict_labels
-from conferprint.verify import separation_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from candidate_signals import auc_margin_cells, candidates, per_seed_main, signals  # noqa: E402  (the same replay of the default's CEM)
+from candidate_signals import (  # noqa: E402  (the same replay of the default's CEM and the same scoring)
+    agreement, as_fingerprint, auc_margin_cells, per_seed_main, power, replay, top)
 from ensemble_families import with_validation  # noqa: E402  (the validation variant's models)
 
-ROOT = Path(__file__).resolve().parents[1]
-SIZE = DEFAULT.cem.size
 # the 8 of the 16 validation models measured first: one surrogate (soft and hard labels
 # alternating) and the first reference per architecture
 EIGHT = (Group("cnn_small", "surrogate", "soft", 1, 5), Group("lenet_bn", "surrogate", "hard", 1, 5),
          Group("mlp", "surrogate", "soft", 1, 8), Group("cnn", "surrogate", "hard", 1, 2),
          Group("cnn_small", "reference", "ground_truth", 1, 5), Group("lenet_bn", "reference", "ground_truth", 1, 5),
          Group("mlp", "reference", "ground_truth", 1, 8), Group("cnn", "reference", "ground_truth", 1, 2))
-
-
-def agreement(models, xa: torch.Tensor, t: torch.Tensor) -> np.ndarray:
-    """(models, candidates): 1 where the model gives the source's label."""
-    return torch.stack([(predict_labels(m.model, xa) == t).float() for m in models]).numpy()
-
-
-def power(agree: np.ndarray, is_surr: np.ndarray) -> np.ndarray:
-    return agree[is_surr].mean(0) - agree[~is_surr].mean(0)
-
-
-def as_fingerprint(top: np.ndarray, agree: np.ndarray, ctl: np.ndarray, is_surr: np.ndarray) -> dict:
-    """The candidates ``top`` scored as a fingerprint on the models of ``agree``."""
-    raw = agree[:, top].mean(1)
-    cal = raw - ctl
-    return {"held_out_power": float(power(agree[:, top], is_surr).mean()),
-            "calibrated": separation_stats(cal[is_surr].tolist(), cal[~is_surr].tolist()),
-            "raw": separation_stats(raw[is_surr].tolist(), raw[~is_surr].tolist())}
 
 
 def halves(testing) -> np.ndarray:
@@ -86,44 +63,30 @@ def halves(testing) -> np.ndarray:
 
 
 def run_seed(seed: int, data_dir) -> dict:
-    study_dir = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
-    study = prepare_study(with_validation(DEFAULT), study_dir / "zoo", seed=seed, data_dir=data_dir)
-    val16 = study.validation  # trained (or reused) by prepare_study
+    r = replay(seed, data_dir, with_validation(DEFAULT))
+    val16 = r.study.validation  # trained (or reused) by prepare_study
     names8 = {f"val-{g.role}-{g.arch}-{g.labels}-0" for g in EIGHT}
     sets = {"16": val16, "8": [m for m in val16 if m.name in names8]}
     assert len(sets["8"]) == 8, sorted(m.name for m in val16)
-    t0 = time.perf_counter()
-    xa, y = candidates(study, seed)
-    cem_seconds = time.perf_counter() - t0
-    t = predict_labels(study.source.model, xa)
-    adv = (t != y).nonzero().squeeze(1)
-    confer = signals(study, xa, t)["hard_confer"][adv].numpy()
-    xa, t = xa[adv], t[adv]
-    testing = study.testing
-    agree = agreement(testing, xa, t)
-    is_surr = np.array([m.meta["role"] == "surrogate" for m in testing])
-    control = control_fingerprint(study_dir)
-    ctl = np.array([float((predict_labels(m.model, control.inputs) == control.keys).float().mean()) for m in testing])
-    held_out = power(agree, is_surr)
+    confer, held_out = r.signals["hard_confer"], r.power
     rankings = {"hard_confer": confer}
-    out = {"seed": seed, "adversarial": len(adv), "cem_replay_seconds": cem_seconds,
+    out = {"seed": seed, "adversarial": len(r.t), "cem_replay_seconds": r.seconds,
            "validation_train_seconds": sum(m.meta["train_seconds"] for m in val16),  # recorded when trained
            "validation_test_acc": {m.name: m.meta["test_acc"] for m in val16}, "corr_val_power_held_out": {},
            "corr_confer_held_out": float(np.corrcoef(confer, held_out)[0, 1]),
            "mean_power_all": float(held_out.mean()), "rankings": {}, "split_half_ceiling": []}
     for k, val in sets.items():
-        val_power = power(agreement(val, xa, t), np.array([m.meta["role"] == "surrogate" for m in val]))
+        val_power = power(agreement(val, r.xa, r.t), np.array([m.meta["role"] == "surrogate" for m in val]))
         out["corr_val_power_held_out"][k] = float(np.corrcoef(val_power, held_out)[0, 1])
         rankings.update({f"val_power ({k})": val_power, f"confer_plus_val ({k})": confer + val_power,
                          f"rank_sum ({k})": rankdata(confer) + rankdata(val_power)})
     for name, score in rankings.items():
-        top = np.argsort(-score, kind="stable")[:SIZE]  # ties by candidate order, as the default's pick
-        out["rankings"][name] = as_fingerprint(top, agree, ctl, is_surr)
-    half = halves(testing)
+        out["rankings"][name] = as_fingerprint(top(score), r.agree, r.ctl, r.is_surr)
+    half = halves(r.study.testing)
     for pick in (0, 1):
         a, b = half == pick, half != pick
-        top = np.argsort(-power(agree[a], is_surr[a]), kind="stable")[:SIZE]
-        out["split_half_ceiling"].append({"selected_on_half": pick, **as_fingerprint(top, agree[b], ctl[b], is_surr[b])})
+        out["split_half_ceiling"].append({"selected_on_half": pick, **as_fingerprint(
+            top(power(r.agree[a], r.is_surr[a])), r.agree[b], r.ctl[b], r.is_surr[b])})
     return out
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from conferprint.fingerprint.artifact import Fingerprint
 from conferprint.errors import ConferprintError
 from conferprint.fingerprint.ensemble import balanced_pick, select_conferrable
-from conferprint.fingerprint.scores import labels_of
+from conferprint.fingerprint.scores import labels_of, transfer
 from conferprint.training import predict_labels
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,10 @@ Validation = tuple[Sequence[nn.Module], Sequence[nn.Module]]  # (surrogates, ref
 
 
 def validation_power(validation: Validation, x_adv: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per example: share of the validation surrogates that give ``target`` minus share of the
-    validation references that do (each side 0 when it has no model)."""
-    def share(models: Sequence[nn.Module]) -> torch.Tensor:
-        if not models:
-            return torch.zeros(len(target), device=target.device)
-        return (labels_of(models, x_adv) == target[None, :]).float().mean(0)
-
-    return share(validation[0]) - share(validation[1])
+    """Per example: ``Transfer`` to the validation surrogates minus ``Transfer`` to the validation
+    references (each side 0 when it has no model)."""
+    surrogates, references = validation
+    return transfer(labels_of(surrogates, x_adv), target) - transfer(labels_of(references, x_adv), target)
 
 
 # optimise(x0, y, gen, bar) -> x_adv for one batch of candidates

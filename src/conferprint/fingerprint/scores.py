@@ -13,14 +13,14 @@ from conferprint.training import predict_logits
 def labels_of(models: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """Top-1 labels of every model on ``x``: shape (len(models), N)."""
     if not models:
-        return torch.empty(0, len(x), dtype=torch.long)
+        return torch.empty(0, len(x), dtype=torch.long, device=x.device)
     return torch.stack([predict_logits(m, x).argmax(1) for m in models])
 
 
 def transfer(labels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``Transfer(Models, x)``: share of models (rows of ``labels``) predicting ``target``; 0 for no models."""
     if labels.shape[0] == 0:
-        return torch.zeros(labels.shape[1])
+        return torch.zeros(labels.shape[1], device=target.device)
     return (labels == target[None, :]).float().mean(0)
 
 
