@@ -2,11 +2,15 @@
 
     python benchmarks/quickstart_seeds.py --seeds 0 1 2
     python benchmarks/quickstart_seeds.py --preset cifar10-cpu --seeds 0 1 --data-dir ../shared/data/cifar-10-batches-py
+    python benchmarks/quickstart_seeds.py --preset cifar10 --device cuda --bf16 --seeds 0 1 --data-dir PATH
+    python benchmarks/quickstart_seeds.py --preset cifar10 --device cuda --collect RUN_DIR ...  # runs made elsewhere
 
 Runs `run_quickstart` (exactly what `conferprint quickstart` runs) once per seed into
 benchmarks/runs/quickstart-seed<N>/ (resumable: rerunning reuses finished models), then writes
 benchmarks/results/quickstart-seeds.json and docs/results/quickstart-seeds.md (another preset P:
-benchmarks/runs/P-seed<N>/, quickstart-seeds-P.json, quickstart-seeds-P.md).
+benchmarks/runs/P-seed<N>/, quickstart-seeds-P.json, quickstart-seeds-P.md; on a GPU, ``--device cuda``:
+quickstart-seeds-P-cuda.*). ``--collect DIR ...`` reads the results.json of quickstart runs made by
+`conferprint quickstart` elsewhere (a GPU machine) instead of running them.
 Goal (issue 3): ROC AUC ≥ 0.95 over ≥ 8 + 8 held-out models and min(surrogate score) >
 max(reference score), ε ≤ 0.1, 100 examples, each run under 15 minutes on the 2-core CPU.
 """
@@ -29,17 +33,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (where the runs train)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast while training on CUDA")
+    p.add_argument("--collect", nargs="+", default=None, metavar="RUN_DIR",
+                   help="summarise these finished runs' results.json instead of running (their seeds are read from them)")
+    p.add_argument("--note", default=None, help="a note stored with the result (e.g. how collected runs were made)")
     args = p.parse_args(argv)
     config = PRESETS[args.preset]
     stem = "quickstart-seeds" if args.preset == "default" else f"quickstart-seeds-{args.preset}"
+    stem += "" if args.device == "cpu" else f"-{args.device}"
     runs = []
-    for seed in args.seeds:
-        run_name = f"quickstart-seed{seed}" if args.preset == "default" else f"{args.preset}-seed{seed}"
-        out = ROOT / "benchmarks" / "runs" / run_name
+    sources = args.collect if args.collect is not None else args.seeds
+    for item in sources:
         t = time.perf_counter()
-        res = run_quickstart(out, config, seed=seed, data_dir=args.data_dir, progress=False)
+        if args.collect is not None:
+            res = json.loads((Path(item) / "results.json").read_text())
+            if res["config"] != config.to_dict():
+                raise SystemExit(f"{item}: not a run of the {args.preset!r} preset as it stands now")
+            seed = res["seed"]
+        else:
+            seed = item
+            run_name = f"quickstart-seed{seed}" if args.preset == "default" else f"{args.preset}-seed{seed}"
+            if args.device != "cpu":
+                run_name += f"-{args.device}"
+            res = run_quickstart(ROOT / "benchmarks" / "runs" / run_name, config, seed=seed, data_dir=args.data_dir,
+                                 progress=False, device=args.device, amp=args.bf16)
         sep = res["separation"]
-        runs.append({"seed": seed, "wall_seconds": time.perf_counter() - t, "timings": res["timings"],
+        wall = res["timings"]["total"] if args.collect is not None else time.perf_counter() - t
+        runs.append({"seed": seed, "wall_seconds": wall, "timings": res["timings"], "recorded_costs": res["recorded_costs"],
                      "retrained": res["retrained"], "roc_auc": res["roc_auc"], "margin": sep.get("margin"),
                      "min_surrogate": sep.get("min_surrogate"), "max_reference": sep.get("max_reference"),
                      "tpr_at_fpr_0": sep.get("tpr_at_fpr_0"), "raw_cae_acc": res["raw_cae_acc"],
@@ -53,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
                                       and res["fingerprint"]["size"] == 100 and res["fingerprint"]["params"]["eps"] <= 0.1
                                       and from_nothing(res) < 900)})
         payload = {"command": "python benchmarks/quickstart_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                   "preset": config.to_dict(), "runs": runs, "versions": versions(),
-                   "note": "wall_seconds include reusing models left by an earlier run of the same seed; "
-                           "timings.total of a run with retrained.count == retrained.of is a full run from nothing"}
+                   "preset": config.to_dict(), "device": args.device, "bf16": args.bf16, "runs": runs,
+                   "versions": versions() if args.collect is None else res["versions"], "note": args.note,
+                   "about_times": "wall_seconds include reusing models left by an earlier run of the same seed; "
+                                  "timings.total of a run with retrained.count == retrained.of is a full run from nothing; "
+                                  "recorded_costs: what each phase cost when it was made (from nothing)"}
         atomic_write_text(ROOT / "benchmarks" / "results" / f"{stem}.json", json.dumps(payload, indent=2))
         write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
     return 0
@@ -83,6 +106,15 @@ def write_md(payload: dict, path: Path) -> None:
                      f"{r['source_test_acc']:.4f} | {f(r['roc_auc'])} | {f(r['margin'])} | {f(r['tpr_at_fpr_0'])} | "
                      f"{f(r['raw_cae_acc'].get('roc_auc'))} | {f(r['raw_cae_acc'].get('margin'))} | "
                      f"{f((r['pgd'] or {}).get('roc_auc'))} | {'yes' if r['goal_met'] else 'no'} |")
+    if payload.get("note"):
+        lines += ["", payload["note"]]
+    phases = [k for k in payload["runs"][0].get("recorded_costs", {}) if k != "total"]
+    if phases:
+        lines += ["", "Recorded cost per phase, seconds (what each cost when it was made, i.e. from nothing):", "",
+                  "| seed | " + " | ".join(phases) + " | total |", "| --- |" + " --- |" * (len(phases) + 1)]
+        for r in payload["runs"]:
+            c = r["recorded_costs"]
+            lines.append(f"| {r['seed']} | " + " | ".join(f"{c.get(k, 0):.1f}" for k in phases) + f" | {c['total']:.0f} |")
     lines += ["", "Per model (score / raw CAEAcc):", ""]
     for r in payload["runs"]:
         lines.append(f"- seed {r['seed']}: " + "; ".join(f"{m['name'].replace('test-', '')} {m['score']:+.2f}/{m['cae_acc']:.2f}"

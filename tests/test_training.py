@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from conferprint.models import build_model
-from conferprint.training import TrainConfig, accuracy, augment_batch, teacher_labels, train_model
+from conferprint.training import (TrainConfig, accuracy, apply_augmentation, augment_batch, draw_augmentation, teacher_labels,
+                                  train_model)
 
 
 def test_training_on_real_digits_learns(digits, digit_models):
@@ -50,6 +51,21 @@ def test_augmentation_shifts_within_bounds():
     assert ((rows - 3).abs() <= 2).all() and ((cols - 3).abs() <= 2).all()
     assert len(set(pos.tolist())) > 1  # per-sample shifts differ
     assert torch.allclose(out.sum((1, 2, 3)), torch.ones(16))
+
+
+def test_augmentation_drawn_per_epoch_equals_drawing_it_batch_by_batch():
+    """The training loop draws a whole epoch's shifts and flips at once (one copy to a GPU); they must be
+    the draws, in order, that batch-by-batch augmentation would have made, so CPU results are unchanged."""
+    x = torch.rand(70, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    sizes = [32, 32, 6]
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    one_by_one = torch.cat([augment_batch(x[i: i + b], 2, True, g1) for i, b in zip((0, 32, 64), sizes)])
+    dy, dx, mask = draw_augmentation(sizes, 2, True, g2)
+    assert dy.shape == dx.shape == mask.shape == (70,)
+    assert torch.equal(apply_augmentation(x, 2, dy, dx, mask), one_by_one)
+    assert torch.equal(g1.get_state(), g2.get_state())  # the generator moved on exactly as far
+    assert not torch.equal(one_by_one, x)
+    assert draw_augmentation(sizes, 0, False, g2) == (None, None, None)
 
 
 def test_mismatched_labels_are_refused(digits):

@@ -97,20 +97,40 @@ def teacher_labels(teacher: nn.Module, x: torch.Tensor, mode: Literal["soft", "h
     raise ValueError(f"teacher label mode must be 'soft' or 'hard', got {mode!r}")
 
 
-def augment_batch(x: torch.Tensor, shift: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Per-sample random translation by up to ``shift`` pixels (zero padding) and optional h-flip."""
+def draw_augmentation(sizes: Iterable[int], shift: int, flip: bool, gen: torch.Generator
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The random shifts (``dy``, ``dx``) and flip mask of consecutive batches of ``sizes``, drawn from
+    ``gen`` in exactly the order :func:`augment_batch` draws them batch by batch, concatenated.
+    Drawn once per epoch, they travel to a GPU in one copy instead of three per step."""
+    dys, dxs, masks = [], [], []
+    for b in sizes:
+        if shift > 0:
+            dys.append(torch.randint(0, 2 * shift + 1, (b,), generator=gen))
+            dxs.append(torch.randint(0, 2 * shift + 1, (b,), generator=gen))
+        if flip:
+            masks.append(torch.rand(b, generator=gen) < 0.5)
+    return (torch.cat(dys) if dys else None, torch.cat(dxs) if dxs else None, torch.cat(masks) if masks else None)
+
+
+def apply_augmentation(x: torch.Tensor, shift: int, dy: torch.Tensor | None, dx: torch.Tensor | None,
+                       mask: torch.Tensor | None) -> torch.Tensor:
+    """Translate each sample by ``(dy, dx) - shift`` pixels (zero padding), then flip where ``mask``;
+    the draws live on ``x``'s device."""
     b, c, h, w = x.shape
-    if shift > 0:
+    if dy is not None and dx is not None:
         padded = F.pad(x, (shift, shift, shift, shift))
-        dy = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
-        dx = torch.randint(0, 2 * shift + 1, (b,), generator=gen)
-        rows = (torch.arange(h)[None, :] + dy[:, None])[:, :, None].to(x.device)  # (b, h, 1)
-        cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, :].to(x.device)  # (b, 1, w)
+        rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])[:, :, None]  # (b, h, 1)
+        cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])[:, None, :]  # (b, 1, w)
         x = padded.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-    if flip:
-        mask = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    if mask is not None:
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
+
+
+def augment_batch(x: torch.Tensor, shift: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random translation by up to ``shift`` pixels (zero padding) and optional h-flip."""
+    dy, dx, mask = draw_augmentation([len(x)], shift, flip, gen)
+    return apply_augmentation(x, shift, *(t.to(x.device) if t is not None else None for t in (dy, dx, mask)))
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -175,12 +195,20 @@ def train_model(
         gen = torch.Generator().manual_seed(seed)
         bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
         for _ in range(cfg.epochs):
-            perm = torch.randperm(n, generator=gen)
-            running = 0.0
-            for i in range(0, n, cfg.batch_size):
-                idx = perm[i: i + cfg.batch_size].to(dev)
+            perm = torch.randperm(n, generator=gen).to(dev)  # one copy per epoch, not one per step
+            starts = range(0, n, cfg.batch_size)
+            draws = None
+            if cfg.augment and perturb is None:  # adversarial training draws from `gen` between batches
+                draws = [t.to(dev) if t is not None else None
+                         for t in draw_augmentation([min(cfg.batch_size, n - i) for i in starts], cfg.shift, flip, gen)]
+            losses = []  # kept on the device: reading one back each step would stall a GPU
+            for i in starts:
+                idx = perm[i: i + cfg.batch_size]
                 xb = x[idx]
-                if cfg.augment:
+                if draws is not None:
+                    xb = apply_augmentation(xb, cfg.shift, *(t[i: i + len(idx)] if t is not None else None
+                                                             for t in draws))
+                elif cfg.augment:
                     xb = augment_batch(xb, cfg.shift, flip, gen)
                 if perturb is not None:
                     xb = perturb(model, xb, labels[idx], gen)
@@ -195,8 +223,11 @@ def train_model(
                 sched.step()
                 if after_step is not None:
                     after_step()
-                running += float(loss.detach()) * len(idx)
+                losses.append(loss.detach())
                 bar.update(1)
+            running = 0.0
+            for i, value in zip(starts, torch.stack(losses).tolist()):  # one read-back per epoch
+                running += value * min(cfg.batch_size, n - i)
             history.append(running / n)
             bar.set_postfix(loss=f"{history[-1]:.3f}")
         bar.close()
