@@ -3,8 +3,10 @@
 A small model cannot keep many cores busy with its own threads; the pool runs one single-threaded
 model per core instead. That should pay where cores are many and models small; on this project's
 2-core machine the result was mixed: ``python benchmarks/executors.py`` (4 models of one epoch
-each, spawning and data transfer included) gave 0.62× the throughput of the sequential executor for
-cnn_small, 0.76× for lenet_bn, 0.25× for mlp and 0.99× for cnn; the default quickstart's 42 models
+each, spawning and data transfer included) gave 0.71× the throughput of the sequential executor for
+cnn_small, 0.90× for lenet_bn, 0.27× for mlp and 0.86× for cnn (an earlier run: 0.62×, 0.76×, 0.25×,
+0.99×); on one H100 (``--device cuda``) 4 workers sharing the GPU gave 0.38× for ResNet-20, since
+without MPS the processes time-slice it. The default quickstart's 42 models
 (3–8 epochs each) trained in 494 s against 548 s in an earlier sequential run — a gap within the
 machine's drift between runs. The sequential executor therefore stays the default.
 
