@@ -24,6 +24,12 @@ def write_speed_result(script: str, argv: list[str] | None, stem: str, payload: 
     return out
 
 
+def synchronize(dev: torch.device) -> None:
+    """Wait for a GPU's queued work, so a timer read next covers it (a no-op on CPU)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def speed_parser(*, n: int, epochs: int, repeats: int, archs: list[str]) -> argparse.ArgumentParser:
     """The options every training-speed benchmark takes: images, epochs, repeats, architectures."""
     p = argparse.ArgumentParser()

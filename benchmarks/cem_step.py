@@ -1,7 +1,7 @@
 """CEM's optimisation step against the bare cost of its ensemble, in the same run.
 
     python benchmarks/cem_step.py [--steps 10] [--repeats 3] [--batch 256]
-    python benchmarks/cem_step.py --device cuda --preset cifar10 --batch 1024
+    python benchmarks/cem_step.py --device cuda --preset cifar10 --batch 256
 
 The ensemble is a quickstart preset's (``--preset``, default `default`: the source and its 26 training
 models — cnn_small, lenet_bn, mlp — on 28×28 inputs; `cifar10`: ResNet-20 and its 24 training models
@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from _common import synchronize
+
 from conferprint._io import atomic_write_text
 from conferprint.device import resolve_device
 from conferprint.experiments.quickstart import PRESETS, versions
@@ -51,10 +53,10 @@ class Counted(nn.Module):
         return self.model(x)
 
 
-def ensemble(preset: str, dev: torch.device) -> tuple[list[str], nn.Module, list[nn.Module], list[nn.Module]]:
-    """The preset's source and training models (fresh weights) on ``dev``; first their architectures."""
+def ensemble(preset: str, c: int, dev: torch.device) -> tuple[list[str], nn.Module, list[nn.Module], list[nn.Module]]:
+    """The preset's source and training models (fresh weights, ``c`` input channels) on ``dev``; first
+    their architectures."""
     cfg = PRESETS[preset]
-    c = 3 if arch_info(cfg.source_arch).input_size == 32 else 1
 
     def make(arch, i):
         return build_model(arch, in_channels=c, num_classes=10, mean=(0.5,) * c, std=(0.25,) * c, seed=i).eval().to(dev)
@@ -64,11 +66,6 @@ def ensemble(preset: str, dev: torch.device) -> tuple[list[str], nn.Module, list
     models = [make(a, i) for i, a in enumerate(archs)]
     n_surr = sum(g.count for g in cfg.training if g.role == "surrogate")
     return archs, models[0], models[1: 1 + n_surr], models[1 + n_surr:]
-
-
-def synchronize(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def bare(models: list[nn.Module], x: torch.Tensor, steps: int) -> float:
@@ -134,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     dev = resolve_device(args.device)
     cfg = PRESETS[args.preset]
     torch.manual_seed(0)  # a script, not the library: the benchmark's own inputs
-    archs, source, surr, refs = ensemble(args.preset, dev)
     c, size = (3, 32) if arch_info(cfg.source_arch).input_size == 32 else (1, 28)
+    archs, source, surr, refs = ensemble(args.preset, c, dev)
     x = torch.rand(args.batch, c, size, size).to(dev)
     y = torch.randint(0, 10, (args.batch,)).to(dev)
     time_cem(cfg.cem, source, surr, refs, x, y, 2)  # warm-up

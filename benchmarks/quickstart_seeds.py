@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     for item in sources:
         t = time.perf_counter()
         if args.collect is not None:
-            res = json.loads((Path(item) / "results.json").read_text())
+            found = Path(item) / "results.json"
+            if not found.is_file():
+                raise SystemExit(f"{item}: no results.json (not a finished quickstart run)")
+            res = json.loads(found.read_text())
             if res["config"] != config.to_dict():
                 raise SystemExit(f"{item}: not a run of the {args.preset!r} preset as it stands now")
             seed = res["seed"]

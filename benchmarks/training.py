@@ -18,17 +18,12 @@ from __future__ import annotations
 import time
 
 import torch
-from _common import random_images, speed_parser, write_speed_result
+from _common import random_images, speed_parser, synchronize, write_speed_result
 import torch.nn.functional as F
 
 from conferprint.device import resolve_device
 from conferprint.models import arch_info, build_model
 from conferprint.training import TrainConfig, train_model, uses_channels_last
-
-
-def synchronize(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def bare_loop(model, x, y, epochs: int, batch: int, lr: float, bf16: bool = False) -> float:

@@ -194,13 +194,13 @@ def train_model(
         torch.manual_seed(seed)  # dropout and any other module-level randomness; restored on exit
         gen = torch.Generator().manual_seed(seed)
         bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+        starts = range(0, n, cfg.batch_size)
+        sizes = [min(cfg.batch_size, n - i) for i in starts]
         for _ in range(cfg.epochs):
             perm = torch.randperm(n, generator=gen).to(dev)  # one copy per epoch, not one per step
-            starts = range(0, n, cfg.batch_size)
             draws = None
             if cfg.augment and perturb is None:  # adversarial training draws from `gen` between batches
-                draws = [t.to(dev) if t is not None else None
-                         for t in draw_augmentation([min(cfg.batch_size, n - i) for i in starts], cfg.shift, flip, gen)]
+                draws = [t.to(dev) if t is not None else None for t in draw_augmentation(sizes, cfg.shift, flip, gen)]
             losses = []  # kept on the device: reading one back each step would stall a GPU
             for i in starts:
                 idx = perm[i: i + cfg.batch_size]
@@ -225,10 +225,8 @@ def train_model(
                     after_step()
                 losses.append(loss.detach())
                 bar.update(1)
-            running = 0.0
-            for i, value in zip(starts, torch.stack(losses).tolist()):  # one read-back per epoch
-                running += value * min(cfg.batch_size, n - i)
-            history.append(running / n)
+            # one read-back per epoch; summed in batch order as before
+            history.append(sum(value * b for value, b in zip(torch.stack(losses).tolist(), sizes)) / n)
             bar.set_postfix(loss=f"{history[-1]:.3f}")
         bar.close()
     model.eval()
