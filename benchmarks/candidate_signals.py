@@ -3,8 +3,8 @@
 
     python benchmarks/candidate_signals.py --seeds 0 1 2
 
-For each seed's default study (benchmarks/runs/quickstart-seed<N>/, the models
-`benchmarks/quickstart_seeds.py` trained; trained here if absent) it optimises the default's 2,048 D1
+For each seed's default study (benchmarks/runs/quickstart-seed<N>/, made by
+`benchmarks/quickstart_seeds.py`: run it first) it optimises the default's 2,048 D1
 candidates with the default's CEM, in the candidate order and random stream `CEM.generate` uses, so
 the 100 kept by the default rule are the committed fingerprint. For every candidate adversarial for
 the source it then compares signals computed on the 26 training models:
@@ -119,10 +119,33 @@ def top(score: np.ndarray) -> np.ndarray:
     return np.argsort(-score, kind="stable")[:SIZE]
 
 
+@dataclass
+class DefaultStudy:
+    """A seed's finished default study (benchmarks/runs/quickstart-seed<N>/) with what every scoring needs."""
+
+    study: Any
+    dir: Path
+    is_surr: np.ndarray  # per testing model
+    ctl: np.ndarray  # per testing model: its agreement on the study's control set
+
+
+def default_study(seed: int, data_dir, config=DEFAULT) -> DefaultStudy:
+    """Seed ``seed``'s default study, made by `benchmarks/quickstart_seeds.py`; models of ``config`` missing
+    from its zoo (the default's or any it adds) are trained here. Exits with a clear message if the study never ran."""
+    study_dir = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
+    control = control_fingerprint(study_dir)
+    if control is None:
+        raise SystemExit(f"{study_dir}: no finished default study of seed {seed} (no control set); "
+                         f"run `python benchmarks/quickstart_seeds.py --seeds {seed}` first")
+    study = prepare_study(config, study_dir / "zoo", seed=seed, data_dir=data_dir)
+    return DefaultStudy(study, study_dir, np.array([m.meta["role"] == "surrogate" for m in study.testing]),
+                        agreement(study.testing, control.inputs, control.keys).mean(1))
+
+
 def replay(seed: int, data_dir, config=DEFAULT) -> Replay:
     """Seed ``seed``'s default study (``config``'s models: the default's and any it adds) and its candidates."""
-    study_dir = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
-    study = prepare_study(config, study_dir / "zoo", seed=seed, data_dir=data_dir)
+    d = default_study(seed, data_dir, config)
+    study = d.study
     t0 = time.perf_counter()
     xa, y = candidates(study, seed)
     seconds = time.perf_counter() - t0
@@ -130,10 +153,7 @@ def replay(seed: int, data_dir, config=DEFAULT) -> Replay:
     adv = (t != y).nonzero().squeeze(1)
     sig = {k: v[adv].numpy() for k, v in signals(study, xa, t).items()}
     xa, t = xa[adv], t[adv]
-    control = control_fingerprint(study_dir)
-    return Replay(study, seconds, len(y), xa, t, sig, agreement(study.testing, xa, t),
-                  np.array([m.meta["role"] == "surrogate" for m in study.testing]),
-                  agreement(study.testing, control.inputs, control.keys).mean(1))
+    return Replay(study, seconds, len(y), xa, t, sig, agreement(study.testing, xa, t), d.is_surr, d.ctl)
 
 
 def run_seed(seed: int, data_dir) -> dict:

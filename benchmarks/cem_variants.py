@@ -3,7 +3,8 @@ the held-out separation? (issue: separation)
 
     python benchmarks/cem_variants.py --seeds 0 1 2
 
-For each seed's default study (benchmarks/runs/quickstart-seed<N>/, trained here if absent) every
+For each seed's default study (benchmarks/runs/quickstart-seed<N>/, made by
+`benchmarks/quickstart_seeds.py`: run it first) every
 CEM variant generates a fingerprint from the default's candidates (same 26 training models, same seed,
 same selection: the 100 adversarial candidates with the highest Confer), scored on the 8 + 8 testing
 models with the study's own control set (calibrated = CAEAcc − CAEAcc on the control):
@@ -42,14 +43,14 @@ from torch import nn
 from torch.func import functional_call
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, prepare_study, versions
+from conferprint.experiments.quickstart import DEFAULT, versions
 from conferprint.fingerprint import load_fingerprint
 from conferprint.fingerprint.baselines import iterative_gradient_attack
 from conferprint.fingerprint.generate import generate_fingerprint
 from conferprint.training import predict_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from candidate_signals import agreement, as_fingerprint, auc_margin_cells  # noqa: E402  (the same scoring)
+from candidate_signals import agreement, as_fingerprint, auc_margin_cells, default_study  # noqa: E402  (the same scoring)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "cem-variants-fashion-mnist"
@@ -77,14 +78,11 @@ class NoisyWeights(nn.Module):
 
 
 class Seed:
-    """One seed's default study, its testing models and its control set's agreement."""
+    """One seed's finished default study (`candidate_signals.default_study`)."""
 
     def __init__(self, seed: int, data_dir):
-        self.seed, self.dir = seed, ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
-        self.study = prepare_study(DEFAULT, self.dir / "zoo", seed=seed, data_dir=data_dir)
-        control = control_fingerprint(self.dir)
-        self.is_surr = np.array([m.meta["role"] == "surrogate" for m in self.study.testing])
-        self.ctl = agreement(self.study.testing, control.inputs, control.keys).mean(1)
+        d = default_study(seed, data_dir)
+        self.seed, self.dir, self.study, self.is_surr, self.ctl = seed, d.dir, d.study, d.is_surr, d.ctl
 
     def members(self):
         return ([m.model for m in self.study.training_role("surrogate")],

@@ -3,7 +3,8 @@
 
     python benchmarks/validation_selection.py --seeds 0 1 2
 
-For each seed's default study (benchmarks/runs/quickstart-seed<N>/, trained here if absent) the
+For each seed's default study (benchmarks/runs/quickstart-seed<N>/, made by
+`benchmarks/quickstart_seeds.py`: run it first; validation models missing from its zoo are trained here) the
 default's 2,048 candidates are optimised again exactly as its CEM does (`candidate_signals.candidates`;
 the hard-Confer top 100 is the default's fingerprint). The 16 *validation* models of
 `ensemble_families.py --variants validation` (the testing models' recipe on D1, 8 surrogates and 8
