@@ -3,13 +3,14 @@
     python benchmarks/quickstart_seeds.py --seeds 0 1 2
     python benchmarks/quickstart_seeds.py --preset cifar10-cpu --seeds 0 1 --data-dir ../shared/data/cifar-10-batches-py
     python benchmarks/quickstart_seeds.py --preset cifar10 --device cuda --bf16 --seeds 0 1 --data-dir PATH
+    python benchmarks/quickstart_seeds.py --bf16 --seeds 0 1 2   # the default preset trained under CPU bf16 autocast
     python benchmarks/quickstart_seeds.py --preset cifar10 --device cuda --collect RUN_DIR ...  # runs made elsewhere
 
 Runs `run_quickstart` (exactly what `conferprint quickstart` runs) once per seed into
 benchmarks/runs/quickstart-seed<N>/ (resumable: rerunning reuses finished models), then writes
 benchmarks/results/quickstart-seeds.json and docs/results/quickstart-seeds.md (another preset P:
 benchmarks/runs/P-seed<N>/, quickstart-seeds-P.json, quickstart-seeds-P.md; on a GPU, ``--device cuda``:
-quickstart-seeds-P-cuda.*). ``--collect DIR ...`` reads the results.json of quickstart runs made by
+quickstart-seeds-P-cuda.*; ``--bf16`` on the CPU: runs/...-seed<N>-bf16/ and quickstart-seeds[-P]-bf16.*). ``--collect DIR ...`` reads the results.json of quickstart runs made by
 `conferprint quickstart` elsewhere (a GPU machine) instead of running them.
 Goal (issue 3): ROC AUC ≥ 0.95 over ≥ 8 + 8 held-out models and min(surrogate score) >
 max(reference score), ε ≤ 0.1, 100 examples, each run under 15 minutes on the 2-core CPU.
@@ -34,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--device", default="cpu", help="cpu or cuda (where the runs train)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast while training on CUDA")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast while training (CUDA or CPU)")
     p.add_argument("--collect", nargs="+", default=None, metavar="RUN_DIR",
                    help="summarise these finished runs' results.json instead of running (their seeds are read from them)")
     p.add_argument("--note", default=None, help="a note stored with the result (e.g. how collected runs were made)")
     args = p.parse_args(argv)
     config = PRESETS[args.preset]
     stem = "quickstart-seeds" if args.preset == "default" else f"quickstart-seeds-{args.preset}"
-    stem += "" if args.device == "cpu" else f"-{args.device}"
+    stem += ("" if args.device == "cpu" else f"-{args.device}") + ("-bf16" if args.bf16 and args.device == "cpu" else "")
     runs = []
     sources = args.collect if args.collect is not None else args.seeds
     for item in sources:
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             run_name = f"quickstart-seed{seed}" if args.preset == "default" else f"{args.preset}-seed{seed}"
             if args.device != "cpu":
                 run_name += f"-{args.device}"
+            elif args.bf16:  # its own zoo: bf16 models are other models than the fp32 run's
+                run_name += "-bf16"
             res = run_quickstart(ROOT / "benchmarks" / "runs" / run_name, config, seed=seed, data_dir=args.data_dir,
                                  progress=False, device=args.device, amp=args.bf16)
         sep = res["separation"]

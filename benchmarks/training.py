@@ -1,6 +1,7 @@
 """The zoo's training loop against a bare PyTorch train step on the same model and batches, same run.
 
     python benchmarks/training.py [--n 8192] [--epochs 2] [--repeats 3] [--archs cnn_small lenet_bn mlp cnn resnet20]
+    python benchmarks/training.py --bf16   # CPU bf16 autocast (pays on CPUs with AVX-512 BF16 / AMX)
     python benchmarks/training.py --device cuda --bf16 --batch 512 --n 25000 --archs resnet20 vgg16_bn ...
 
 - **ours**: `conferprint.training.train_model` as the zoo calls it (seeded shuffling, random-shift
@@ -11,7 +12,7 @@
 Images per second of each; goal (issue 7): ours / bare ≥ 0.9. Random inputs (the cost does not
 depend on the pixels). On CUDA (``--device cuda``, ``--bf16`` for bf16 autocast in both loops) the
 data is resident on the GPU and each timing ends with a synchronisation. Writes
-benchmarks/results/training.json (CPU) or training-cuda[-bf16].json.
+benchmarks/results/training[-bf16].json (CPU; ``--bf16`` works there too) or training-cuda[-bf16].json.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def bare_loop(model, x, y, epochs: int, batch: int, lr: float, bf16: bool = Fals
             xb = x[idx]
             if cl:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and x.is_cuda):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(model(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p = speed_parser(n=8192, epochs=2, repeats=3, archs=["cnn_small", "lenet_bn", "mlp", "cnn", "resnet20"])
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast in both loops (CUDA)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast in both loops (CUDA or CPU)")
     args = p.parse_args(argv)
     dev = resolve_device(args.device)
     gen = torch.Generator().manual_seed(0)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{arch:10s} bare {images / med['bare']:8.0f} img/s  ours {images / med['ours_augment']:8.0f} "
               f"(augment, ratio {rows[-1]['ratio_augment']:.3f})  {images / med['ours_plain']:8.0f} "
               f"(no augment, ratio {rows[-1]['ratio_plain']:.3f})", flush=True)
-    stem = "training" if dev.type == "cpu" else f"training-{dev.type}" + ("-bf16" if args.bf16 else "")
+    stem = ("training" if dev.type == "cpu" else f"training-{dev.type}") + ("-bf16" if args.bf16 else "")
     write_speed_result("training.py", argv, stem, {
         "device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "bf16": args.bf16, "batch": args.batch, "epochs": args.epochs, "rows": rows,

@@ -102,9 +102,40 @@ def test_training_on_an_explicit_cpu_device_is_the_default_training(digits):
     a = build_model("digits_linear", in_channels=1, num_classes=10, seed=0)
     b = build_model("digits_linear", in_channels=1, num_classes=10, seed=0)
     train_model(a, digits.x_train, digits.y_train, cfg, seed=3)
-    train_model(b, digits.x_train, digits.y_train, cfg, seed=3, device="cpu", amp=True)  # amp: CUDA only
+    train_model(b, digits.x_train, digits.y_train, cfg, seed=3, device="cpu")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.allclose(va, vb, atol=1e-6), k
+        assert torch.equal(va, vb), k
+
+
+def test_bf16_autocast_on_cpu_trains_other_fp32_weights_that_learn_as_well(digits):
+    """``amp`` on the CPU runs the forward pass in bf16: the weights stay fp32 but differ from an fp32
+    run's, and the model learns about as well."""
+    cfg = TrainConfig(epochs=3, batch_size=64, augment=False)
+    models = {}
+    for amp in (False, True):
+        models[amp] = build_model("digits_cnn", in_channels=1, num_classes=10, seed=0)
+        train_model(models[amp], digits.x_train, digits.y_train, cfg, seed=3, device="cpu", amp=amp)
+    fp32, bf16 = (models[k].state_dict() for k in (False, True))
+    assert all(v.dtype == fp32[k].dtype for k, v in bf16.items())
+    assert any(not torch.equal(v, fp32[k]) for k, v in bf16.items() if v.is_floating_point())
+    acc = {k: accuracy(m, digits.x_test, digits.y_test) for k, m in models.items()}
+    assert acc[True] > 0.85 and abs(acc[True] - acc[False]) < 0.05, acc
+
+
+def test_zoo_keeps_bf16_and_fp32_models_apart(digits, tmp_path):
+    from conferprint.experiments.zoo_builder import ZooBuilder
+    from conferprint.zoo import Zoo
+
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    cfg = TrainConfig(epochs=1, batch_size=64, augment=False)
+    fp32 = ZooBuilder(Zoo(tmp_path), digits, cfg, seed=0).build("m", "digits_linear", "source", "D1", x, y, "ground_truth", 1)
+    bf16 = ZooBuilder(Zoo(tmp_path), digits, cfg, seed=0, amp=True).build("m", "digits_linear", "source", "D1", x, y,
+                                                                         "ground_truth", 1)
+    assert fp32.trained_now and bf16.trained_now  # the fp32 entry was not reused for a bf16 run
+    assert bf16.meta["spec"]["extra"] == {"amp": "bf16"} and fp32.meta["spec"]["extra"] == {}
+    again = ZooBuilder(Zoo(tmp_path), digits, cfg, seed=0, amp=True).build("m", "digits_linear", "source", "D1", x, y,
+                                                                          "ground_truth", 1)
+    assert not again.trained_now and again.meta["sha256"] == bf16.meta["sha256"]
 
 
 def test_quickstart_refuses_cuda_without_a_gpu(tmp_path, capsys):

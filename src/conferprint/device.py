@@ -1,7 +1,8 @@
 """Where the work runs: ``--device auto|cpu|cuda``.
 
-On CPU nothing changes. On a CUDA device the models and the training data live on the GPU, and
-training may run under bf16 autocast (``amp``). Inputs and outputs of the library's public
+On a CUDA device the models and the training data live on the GPU. On either device training may
+run under bf16 autocast (``amp``, off by default; on CPU it pays where the CPU has bf16 units,
+e.g. AVX-512 BF16). Inputs and outputs of the library's public
 functions stay CPU tensors; models stored in the zoo are always saved from CPU copies.
 """
 from __future__ import annotations

@@ -163,8 +163,10 @@ def train_model(
     BatchNorm statistics stay put); ``perturb(model, xb, target, gen)`` replaces each augmented batch
     before the step (adversarial training); ``after_step()`` runs after every optimiser step (pruning
     masks). ``device``: where to train (the model is moved there and the data made resident there;
-    default: where the model is); ``amp``: bf16 autocast on CUDA (ignored on CPU). Returns the mean
-    training loss of each epoch.
+    default: where the model is); ``amp``: bf16 autocast of the forward pass and loss (weights,
+    gradients and optimiser state stay fp32), on CUDA and on CPU alike (on a CPU with AVX-512 BF16
+    it trains the small CNNs 1.8–2.5× faster: benchmarks/results/training-bf16.json). Returns the
+    mean training loss of each epoch.
     """
     if len(x) != len(labels):
         raise ValueError(f"{len(x)} inputs but {len(labels)} labels")
@@ -173,7 +175,6 @@ def train_model(
     dev = torch.device(device) if device is not None else model_device(model)
     model.to(dev)
     x, labels = x.to(dev), labels.to(dev)  # resident on the device for the whole run
-    autocast = amp and dev.type == "cuda"
     n = len(x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -215,7 +216,7 @@ def train_model(
                     set_mode(model)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                     loss = _loss(model(xb), labels[idx], cfg.temperature)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -288,7 +288,8 @@ def prepare_study(config: QuickstartConfig, zoo_dir: str | os.PathLike, *, seed:
     pool (:mod:`conferprint.experiments.pool_executor`; ``executor_options``: workers, threads);
     ``executor="ray"`` does the same with Ray tasks
     (:mod:`conferprint.experiments.ray_executor`; ``executor_options``: address, num_cpus, num_gpus).
-    ``device`` (auto, cpu, cuda): where models are trained and kept; ``amp``: bf16 autocast on CUDA."""
+    ``device`` (auto, cpu, cuda): where models are trained and kept; ``amp``: bf16 autocast while training
+    (CUDA or CPU; the models' specs record it, so an fp32 zoo is not reused for it)."""
     timings: dict[str, float] = {}
     resolve_device(device)  # refuse an unusable device before any work
     t = time.perf_counter()
@@ -491,6 +492,7 @@ def run_quickstart(
                       "of": 1 + len(training) + len(study.calibration) + len(study.validation) + len(testing)},
         "seed": seed,
         "config": config.to_dict(),
+        "training_precision": "bf16 autocast" if amp else "fp32",
         "data": {"dataset": data.name, "source": data.source, "d1": len(study.d1), "d2": len(study.d2),
                  "test": len(data.y_test)},
         "versions": versions(),

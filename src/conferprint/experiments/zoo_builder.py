@@ -135,6 +135,9 @@ class ZooBuilder:
             labels=labels, seed=self.model_seed(name), train=cfg.to_dict(), in_channels=self.data.in_channels,
             num_classes=self.data.num_classes, mean=self.mean, std=self.std,
             teacher_sha256=teacher.meta["sha256"] if teacher is not None else None,
+            # bf16 training gives other weights: part of the model's identity, so a zoo trained in
+            # fp32 is not reused for a bf16 run (or the reverse); fp32 specs are unchanged
+            extra={"amp": "bf16"} if self.amp else {},
         )
         return Job(spec, split, x, y, teacher)
 
