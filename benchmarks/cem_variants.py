@@ -43,7 +43,7 @@ from torch import nn
 from torch.func import functional_call
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import DEFAULT, versions
+from conferprint.experiments.quickstart import DEFAULT
 from conferprint.fingerprint import load_fingerprint
 from conferprint.fingerprint.baselines import iterative_gradient_attack
 from conferprint.fingerprint.generate import generate_fingerprint
@@ -51,6 +51,7 @@ from conferprint.training import predict_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from candidate_signals import agreement, as_fingerprint, auc_margin_cells, default_study  # noqa: E402  (the same scoring)
+from ensemble_families import open_log  # noqa: E402  (the same result log)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "cem-variants-fashion-mnist"
@@ -171,10 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
     out = ROOT / "benchmarks" / "results" / f"{STEM}.json"
-    payload = json.loads(out.read_text()) if out.is_file() else {"runs": {}}
     command = "python benchmarks/cem_variants.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    payload["commands"] = [*payload.get("commands", []), command]  # every run that added to the results
-    payload["versions"] = versions()
+    payload = open_log(out, command, dict)  # runs: variant -> seed -> row
     for seed in args.seeds:
         s = None
         for name in args.variants:

@@ -121,10 +121,10 @@ def per_model_lines(runs: list[dict], title: str, label, cell) -> list[str]:
     return lines + ["", "Model order: " + ", ".join(names)]
 
 
-def open_log(path: Path, command: str) -> dict:
+def open_log(path: Path, command: str, empty: type = list) -> dict:
     """A benchmark's result file that keeps the runs of earlier commands: ``command`` is listed once,
-    last, and the versions are this run's."""
-    payload = json.loads(path.read_text()) if path.exists() else {"commands": [], "runs": []}
+    last, and the versions are this run's; a new file's runs are ``empty()`` (a list of rows, or a dict)."""
+    payload = json.loads(path.read_text()) if path.exists() else {"commands": [], "runs": empty()}
     if "command" in payload:  # a first layout held one command
         payload["commands"] = [payload.pop("command")]
     payload["commands"] = [c for c in payload["commands"] if c != command] + [command]

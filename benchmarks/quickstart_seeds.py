@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default=None, help="a note stored with the result (e.g. how collected runs were made)")
     args = p.parse_args(argv)
     config = PRESETS[args.preset]
-    stem = "quickstart-seeds" if args.preset == "default" else f"quickstart-seeds-{args.preset}"
-    stem += ("" if args.device == "cpu" else f"-{args.device}") + ("-bf16" if args.bf16 and args.device == "cpu" else "")
+    # runs on a GPU, or in bf16 on the CPU, get their own run folders and result files
+    suffix = f"-{args.device}" if args.device != "cpu" else "-bf16" if args.bf16 else ""
+    stem = ("quickstart-seeds" if args.preset == "default" else f"quickstart-seeds-{args.preset}") + suffix
     runs = []
     sources = args.collect if args.collect is not None else args.seeds
     for item in sources:
@@ -57,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             seed = res["seed"]
         else:
             seed = item
-            run_name = f"quickstart-seed{seed}" if args.preset == "default" else f"{args.preset}-seed{seed}"
-            if args.device != "cpu":
-                run_name += f"-{args.device}"
-            elif args.bf16:  # its own zoo: bf16 models are other models than the fp32 run's
-                run_name += "-bf16"
+            run_name = (f"quickstart-seed{seed}" if args.preset == "default" else f"{args.preset}-seed{seed}") + suffix
             res = run_quickstart(ROOT / "benchmarks" / "runs" / run_name, config, seed=seed, data_dir=args.data_dir,
                                  progress=False, device=args.device, amp=args.bf16)
         sep = res["separation"]
