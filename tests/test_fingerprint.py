@@ -157,7 +157,8 @@ def test_search_best_optimises_every_candidate_and_keeps_the_most_conferrable(di
 
 
 @pytest.mark.parametrize("bad", [dict(eps=0.0), dict(dropout=1.0), dict(tau=1.5), dict(target="nope"), dict(steps=0),
-                                 dict(search="all"), dict(search="best", max_candidates=None)])
+                                 dict(search="all"), dict(search="best", max_candidates=None),
+                                 dict(candidates="wrong")])
 def test_invalid_cem_parameters_are_refused(bad):
     with pytest.raises(ValueError):
         CEM(**bad)
@@ -236,3 +237,62 @@ def test_validation_power_is_surrogates_minus_references(digit_models):
     r = (m["references"][0](x).argmax(1) == t).float()
     assert torch.equal(validation_power(([m["surrogates"][0]], [m["references"][0]]), x, t), s - r)
     assert torch.equal(validation_power(([m["surrogates"][0]], []), x, t), s)
+
+
+def test_errors_pool_makes_the_sources_own_mistakes_conferrable(cem_fp, digit_models, digits):
+    from dataclasses import replace
+
+    m = digit_models
+    x, y = digits.x_test, digits.y_test
+    wrong = m["source"](x).argmax(1) != y
+    assert 5 <= int(wrong.sum()) < len(y)  # the held-out digits hold some of the source's mistakes
+    cem = replace(FAST_CEM, candidates="errors", target="source", beta=0.0, tau=0.0, balance=False, size=5, search="best")
+    fp = cem.generate(m["source"], m["surrogates"], m["references"], x, y, seed=0, num_classes=10)
+    # only the mistakes were optimised, and each example is still one
+    assert fp.manifest["stats"]["candidates_used"] == min(int(wrong.sum()), cem.max_candidates)
+    assert (m["source"](fp.originals).argmax(1) != fp.original_labels).all()
+    assert (m["source"](fp.inputs).argmax(1) == fp.keys).all() and (fp.keys != fp.original_labels).all()
+    assert float((fp.inputs - fp.originals).abs().max()) <= cem.eps + 1e-6
+    assert fp.manifest["params"]["candidates"] == "errors"
+    # the papers' pool never starts from a mistake
+    assert (m["source"](cem_fp.originals).argmax(1) == cem_fp.original_labels).all()
+    # a pool without a single mistake is refused with the reason
+    with pytest.raises(GenerationError, match="none is eligible"):
+        cem.generate(m["source"], m["surrogates"], m["references"], x[~wrong], y[~wrong], seed=0, num_classes=10)
+
+
+def test_a_fingerprint_older_than_a_parameter_counts_as_made_with_its_default(cem_fp, tmp_path):
+    from dataclasses import asdict, replace
+
+    from conferprint.experiments.quickstart import _fingerprint_cached
+
+    params = {k: v for k, v in cem_fp.manifest["params"].items() if k != "candidates"}  # as saved before it existed
+    save_fingerprint(replace(cem_fp, manifest={**cem_fp.manifest, "params": params}), tmp_path / "fp")
+    expect = {"params": asdict(FAST_CEM), "seed": 0}
+    assert _fingerprint_cached(tmp_path / "fp", expect, FAST_CEM) is not None
+    errors = replace(FAST_CEM, candidates="errors")
+    assert _fingerprint_cached(tmp_path / "fp", {**expect, "params": asdict(errors)}, errors) is None
+    assert _fingerprint_cached(tmp_path / "fp", expect) is None  # without the method, the missing key differs
+
+
+def test_mixed_pool_takes_half_from_the_sources_mistakes_and_half_from_its_correct_answers(digit_models, digits):
+    from dataclasses import replace
+
+    m = digit_models
+    x = torch.cat([m["x"], digits.x_test])
+    y = torch.cat([m["y"], digits.y_test])
+    cem = replace(FAST_CEM, candidates="mixed", tau=0.0, balance=False, size=9, search="best")
+    fp = cem.generate(m["source"], m["surrogates"], m["references"], x, y, seed=0, num_classes=10)
+    wrong_before = m["source"](fp.originals).argmax(1) != fp.original_labels
+    assert len(fp) == 9 and wrong_before.tolist() == [False] * 5 + [True] * 4  # the errors half rounded down
+    assert (fp.keys != fp.original_labels).all() and (m["source"](fp.inputs).argmax(1) == fp.keys).all()
+    # each half is what its own pool generates
+    alone = replace(cem, candidates="errors", size=4).generate(m["source"], m["surrogates"], m["references"], x, y,
+                                                              seed=0, num_classes=10)
+    assert torch.equal(fp.inputs[5:], alone.inputs)
+    st = fp.manifest["stats"]
+    assert fp.manifest["params"]["candidates"] == "mixed" and len(st["parts"]) == 2
+    assert st["candidates_used"] == sum(p["candidates_used"] for p in st["parts"])
+    assert st["mean_train_confer"] == pytest.approx(float(fp.train_confer.mean()))
+    with pytest.raises(ValueError, match="size ≥ 2"):
+        replace(cem, size=1)

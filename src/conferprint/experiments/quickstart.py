@@ -18,7 +18,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +148,14 @@ DEFAULT = QuickstartConfig(
     # control at ε = 0.1) to 0.938/0.922/0.984, the worst margin from −0.276 to −0.044
     # (benchmarks/selection.py; docs/results/selection-fashion-mnist.md). At ε = 0.05 only 6–9 of
     # 2,048 candidates reach τ = 0.9 on 26 members, hence the ranking with τ as a floor.
+    # candidates="mixed": 50 examples from the source's correct answers (the papers' CEM) and 50 from its own
+    # mistakes on D1, kept wrong and made conferrable. On the three seeds' studies the mistakes alone raised
+    # the surrogate-reference gap on every seed (0.203/0.192/0.226 against 0.189/0.090/0.168) and the mix
+    # separated seeds 0 and 2 (calibrated AUC 1.000/0.938/1.000, margins +0.098/−0.048/+0.038 against
+    # 0.938/0.922/0.984, −0.034/−0.044/−0.012); CEM's cost doubles (two pools of 2,048)
+    # (benchmarks/cem_variants.py --variants errors mixed; docs/results/separation-summary.md §11).
     cem=CEM(eps=0.05, steps=50, size=100, batch_size=256, max_candidates=2048, target="conferrable", tau=0.5,
-            search="best", balance=False),
+            search="best", balance=False, candidates="mixed"),
     pgd=PGD(eps=0.05, step_size=0.005, size=100, batch_size=256, max_candidates=768),  # the baseline, same budget
     # The control set: 500 PGD examples at ε = 0.1. A larger set halves the control's sampling noise;
     # ε = 0.1 beat a control at CEM's ε = 0.05 on all three seeds (same benchmark).
@@ -183,7 +189,8 @@ CIFAR10 = QuickstartConfig(
         _g("resnet20", "reference", "ground_truth", 2, 20), _g("resnet56", "reference", "ground_truth", 1, 20),
         _g("vgg19_bn", "reference", "ground_truth", 1, 20), _g("mobilenetv2", "reference", "ground_truth", 2, 20),
     ),
-    cem=replace(DEFAULT.cem, eps=0.025, steps=100, batch_size=512, max_candidates=4096),
+    # candidates="correct": measured before the default's "mixed" pool existed; not measured with it
+    cem=replace(DEFAULT.cem, eps=0.025, steps=100, batch_size=512, max_candidates=4096, candidates="correct"),
     pgd=replace(DEFAULT.pgd, eps=0.025, step_size=0.0025, batch_size=512, max_candidates=2048),
     control=replace(DEFAULT.control, eps=0.05, step_size=0.005, batch_size=512, max_candidates=4096),
     score="control_diff",
@@ -203,7 +210,7 @@ CIFAR10_CPU = QuickstartConfig(
     train=TrainConfig(batch_size=256, lr=0.05),
     training=_ensemble(("cnn_small32", 4, 4, 4), ("lenet_bn32", 1, 2, 4), ("mlp32", 1, 2, 6)),
     testing=_held_out(("cnn_small32", 6), ("lenet_bn32", 6), ("mlp32", 6), ("cnn32", 3)),
-    cem=replace(DEFAULT.cem, eps=0.01, max_candidates=1536),
+    cem=replace(DEFAULT.cem, eps=0.01, max_candidates=1536, candidates="correct"),  # as measured (no "mixed" yet)
     pgd=replace(DEFAULT.pgd, eps=0.01, step_size=0.001),
     control=replace(DEFAULT.control, eps=0.02, step_size=0.002),
     score="control_diff",
@@ -225,12 +232,19 @@ def control_fingerprint(study_dir: str | os.PathLike) -> Fingerprint | None:
     return None
 
 
-def _fingerprint_cached(path: Path, expect: dict[str, Any]) -> Fingerprint | None:
+def _fingerprint_cached(path: Path, expect: dict[str, Any], method: Any = None) -> Fingerprint | None:
+    """The fingerprint at ``path`` if it was made as ``expect`` says, else None. With ``method`` (a
+    dataclass), a parameter the manifest lacks counts as that parameter's default: the fingerprint was
+    made before the parameter existed, i.e. with the behaviour its default keeps."""
     try:
         fp = load_fingerprint(path)
     except FingerprintError:
         return None
-    same = all(fp.manifest.get(k) == json.loads(json.dumps(v)) for k, v in expect.items())
+    found = dict(fp.manifest)
+    if method is not None and isinstance(found.get("params"), dict):
+        defaults = {f.name: f.default for f in fields(method) if f.default is not MISSING}
+        found["params"] = {**json.loads(json.dumps(defaults)), **found["params"]}
+    same = all(found.get(k) == json.loads(json.dumps(v)) for k, v in expect.items())
     return fp if same else None
 
 
@@ -245,7 +259,7 @@ def _make_fingerprint(method, name: str, out: Path, source: Trained, surr: list[
         extra["validation"] = ([m.model for m in validation if m.meta["role"] == "surrogate"],
                                [m.model for m in validation if m.meta["role"] == "reference"])
     path = out / name
-    cached = _fingerprint_cached(path, expect)
+    cached = _fingerprint_cached(path, expect, method)
     if cached is not None:
         return cached, False
     fp = method.generate(source.model, [m.model for m in surr], [m.model for m in refs], x, y, seed=seed,

@@ -89,6 +89,38 @@ class Fingerprint:
         return None if d is None else NullModel.from_json(d)
 
 
+def concatenate(parts: list[Fingerprint], manifest: dict[str, Any]) -> Fingerprint:
+    """One fingerprint of the examples of ``parts``, in order, under ``manifest``; the parts' statistics are
+    summed where they count (candidates, examples found, seconds), averaged over the kept examples where
+    they are means, and kept one by one under ``stats["parts"]``. Parts must all store the same optional
+    tensors and carry no decoys (add them to the whole)."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    if any(p.decoys is not None for p in parts):
+        raise ValueError("concatenate fingerprints before adding decoys")
+    cat: dict[str, Any] = {"inputs": torch.cat([p.inputs for p in parts]), "keys": torch.cat([p.keys for p in parts])}
+    for name in OPTIONAL:
+        present = [getattr(p, name) is not None for p in parts]
+        if any(present) and not all(present):
+            raise ValueError(f"some parts store {name!r} and some do not")
+        cat[name] = torch.cat([getattr(p, name) for p in parts]) if all(present) else None
+    stats = [p.manifest.get("stats") or {} for p in parts]
+    sizes = [len(p) for p in parts]
+    merged: dict[str, Any] = {}
+    for k in ("candidates_used", "conferrable_found", "seconds"):
+        if all(k in s for s in stats):
+            merged[k] = sum(s[k] for s in stats)
+    if all("mean_train_confer" in s for s in stats) and sum(sizes):
+        merged["mean_train_confer"] = sum(s["mean_train_confer"] * n for s, n in zip(stats, sizes)) / sum(sizes)
+    if all("adversarial_rate" in s and "candidates_used" in s for s in stats) and merged.get("candidates_used"):
+        merged["adversarial_rate"] = sum(s["adversarial_rate"] * s["candidates_used"] for s in stats) / merged["candidates_used"]
+    for k, v in stats[0].items():  # what every part shares (e.g. the ensemble's size)
+        if k not in merged and all(s.get(k) == v for s in stats):
+            merged[k] = v
+    merged["parts"] = stats
+    return Fingerprint(manifest={**manifest, "stats": merged}, **cat)
+
+
 def fingerprint_digest(manifest: dict[str, Any]) -> str:
     """sha256 of the manifest in canonical JSON (sorted keys, no whitespace), without the file name.
 

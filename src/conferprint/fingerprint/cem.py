@@ -9,14 +9,14 @@ each surrogate and reference is dropped at random at each step (member dropout).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conferprint.fingerprint.artifact import Fingerprint
+from conferprint.fingerprint.artifact import Fingerprint, concatenate
 from conferprint.device import model_device
 from conferprint.fingerprint.ensemble import freeze, keep_mask, project
 from conferprint.fingerprint.generate import Validation, generate_fingerprint
@@ -42,6 +42,14 @@ class CEM:
     # "first": stop as soon as `size` examples pass τ; "best": optimise all `max_candidates` and keep
     # the `size` with the highest Confer on the training models (τ is then a floor)
     search: Literal["first", "best"] = "first"
+    # which candidates are optimised: "correct" (the papers: inputs the source classifies correctly, made
+    # adversarial); "errors": inputs the source already misclassifies (its own mistakes on the candidate
+    # data), kept wrong and made conferrable — their target is always the source's label and the β term is
+    # off, since it would push the source off its clean label, here the mistake itself; "mixed": half of
+    # `size` from each pool (the errors half rounded down), each pool given `max_candidates`. A thief's
+    # surrogate learns the source's labels, mistakes included; an independent model makes its own
+    # (misclassified samples as a fingerprint: Guan et al., "Are You Stealing My Model?", ECCV 2022).
+    candidates: Literal["correct", "errors", "mixed"] = "correct"
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
@@ -54,6 +62,10 @@ class CEM:
             raise ValueError(f"target must be 'source' or 'conferrable', got {self.target!r}")
         if self.search not in ("first", "best"):
             raise ValueError(f"search must be 'first' or 'best', got {self.search!r}")
+        if self.candidates not in ("correct", "errors", "mixed"):
+            raise ValueError(f"candidates must be 'correct', 'errors' or 'mixed', got {self.candidates!r}")
+        if self.candidates == "mixed" and self.size < 2:
+            raise ValueError("candidates 'mixed' needs size ≥ 2 (half from each pool)")
         if self.search == "best" and self.max_candidates is None:
             raise ValueError("search 'best' optimises every candidate: give max_candidates")
         if self.steps < 1 or self.size < 1 or self.batch_size < 1:
@@ -138,10 +150,17 @@ class CEM:
 
         ``validation``: ``(surrogates, references)`` never optimised against; their held-out power
         (surrogates' minus references' agreement with the source) is added to Confer when ranking."""
+        if self.candidates == "mixed":
+            n_err = self.size // 2
+            parts = [replace(self, candidates="correct", size=self.size - n_err), replace(self, candidates="errors", size=n_err)]
+            made = [c.generate(source, surrogates, references, x, y, seed=seed, num_classes=num_classes,
+                               source_sha256=source_sha256, progress=progress, validation=validation) for c in parts]
+            return concatenate(made, {**made[0].manifest, "params": asdict(self)})
+        optimiser = self if self.candidates == "correct" else replace(self, target="source", beta=0.0)
         return generate_fingerprint(
-            "cem", self, lambda x0, yb, gen, bar: self.attack(source, surrogates, references, x0, yb, gen, bar),
+            "cem", self, lambda x0, yb, gen, bar: optimiser.attack(source, surrogates, references, x0, yb, gen, bar),
             source=source, surrogates=surrogates, references=references, x=x, y=y, size=self.size, tau=self.tau,
             balance=self.balance, batch_size=self.batch_size, max_candidates=self.max_candidates, steps=self.steps,
             seed=seed, num_classes=num_classes, source_sha256=source_sha256, progress=progress,
-            exhaust=self.search == "best", validation=validation,
+            exhaust=self.search == "best", validation=validation, pool=self.candidates,
         )

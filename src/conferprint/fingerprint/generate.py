@@ -1,6 +1,7 @@
 """The generation driver shared by CEM, C-IGM and the single-model baselines.
 
-Candidates are inputs the source classifies correctly, drawn in a seeded order; they are
+Candidates are inputs the source classifies correctly (``pool="correct"``; or, ``pool="errors"``, the
+inputs it misclassifies), drawn in a seeded order; they are
 optimised a batch at a time until every target class has enough conferrable examples (or the
 candidate budget is spent); the kept examples are balanced over target classes. With
 ``exhaust=True`` the whole candidate budget is optimised and the ``size`` best-scoring examples
@@ -70,11 +71,14 @@ def generate_fingerprint(
     accept: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     exhaust: bool = False,
     validation: Validation | None = None,
+    pool: str = "correct",
 ) -> Fingerprint:
     """``accept(x_adv, source_labels, y) -> bool mask`` replaces the default selection (adversarial for
     the source and Confer ≥ τ on the training models), e.g. IPGuard's boundary criterion.
     ``validation``: ``(surrogates, references)`` whose held-out power is added to the ranking (τ still
-    applies to Confer alone); the stored ``train_confer`` stays the training models' Confer."""
+    applies to Confer alone); the stored ``train_confer`` stays the training models' Confer.
+    ``pool``: "correct" optimises the candidates the source classifies correctly, "errors" those it
+    misclassifies (an example is then kept while the source still disagrees with the true label)."""
     if validation is not None and not (validation[0] or validation[1]):
         validation = None
     if size < 1:
@@ -86,8 +90,14 @@ def generate_fingerprint(
     t0 = time.perf_counter()
     num_classes = num_classes or int(y.max()) + 1
     gen = torch.Generator().manual_seed(seed)
-    correct = (predict_labels(source, x) == y).nonzero().squeeze(1)
-    order = correct[torch.randperm(len(correct), generator=gen)]
+    if pool not in ("correct", "errors"):
+        raise ValueError(f"pool must be 'correct' or 'errors', got {pool!r}")
+    right = predict_labels(source, x) == y
+    eligible = (right if pool == "correct" else ~right).nonzero().squeeze(1)
+    if len(eligible) == 0:
+        raise GenerationError(f"{method_name}: the source classifies {'none' if pool == 'correct' else 'all'} of the "
+                              f"{len(y)} candidates correctly, so none is eligible (pool {pool!r})")
+    order = eligible[torch.randperm(len(eligible), generator=gen)]
     budget = len(order) if max_candidates is None else min(len(order), max_candidates)
     quota = math.ceil(size / num_classes) if balance else size
     kept_x, kept_x0, kept_y, kept_t, kept_s, kept_r = [], [], [], [], [], []
