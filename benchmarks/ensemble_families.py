@@ -142,7 +142,9 @@ def run(variant: str, seed: int, data_dir) -> dict:
     base = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
     if not (out / "zoo").exists() and (base / "zoo").exists():
         shutil.copytree(base / "zoo", out / "zoo")
-    config = replace(DEFAULT, preset=f"default+{variant}", training=VARIANTS[variant](DEFAULT.training))
+    # the papers' candidate pool, as every variant here was measured (the default's CEM until stop 19)
+    config = replace(DEFAULT, preset=f"default+{variant}", training=VARIANTS[variant](DEFAULT.training),
+                     cem=replace(DEFAULT.cem, candidates="correct"))
     config = CONFIG.get(variant, lambda c: c)(config)
     t = time.perf_counter()
     res = run_quickstart(out, config, seed=seed, data_dir=data_dir, progress=False)

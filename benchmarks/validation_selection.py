@@ -6,7 +6,7 @@
 For each seed's default study (benchmarks/runs/quickstart-seed<N>/, made by
 `benchmarks/quickstart_seeds.py`: run it first; validation models missing from its zoo are trained here) the
 default's 2,048 candidates are optimised again exactly as its CEM does (`candidate_signals.candidates`;
-the hard-Confer top 100 is the default's fingerprint). The 16 *validation* models of
+the hard-Confer top 100 is the papers'-pool fingerprint, the default's until stop 19). The 16 *validation* models of
 `ensemble_families.py --variants validation` (the testing models' recipe on D1, 8 surrogates and 8
 references; stored in the seed's zoo as ``val-*``) never enter CEM's optimisation, so their verdict on a
 candidate is not fitted to it. Each ranking is measured with all 16 and with 8 of them (one surrogate
