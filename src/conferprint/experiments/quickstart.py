@@ -248,11 +248,17 @@ def _fingerprint_cached(path: Path, expect: dict[str, Any], method: Any = None) 
     return fp if same else None
 
 
+def _expectation(method, seed: int, source: Trained, training: list[Trained]) -> dict[str, Any]:
+    """What a fingerprint's manifest must say to be reused for ``method`` on these models (see
+    :func:`_fingerprint_cached`)."""
+    return {"params": asdict(method), "seed": seed, "source_sha256": source.meta["sha256"],
+            "training_models": sorted(m.meta["sha256"] for m in training)}
+
+
 def _make_fingerprint(method, name: str, out: Path, source: Trained, surr: list[Trained], refs: list[Trained],
                       x, y, seed: int, num_classes: int, progress: bool,
                       validation: list[Trained] = ()) -> tuple[Fingerprint, bool]:
-    expect = {"params": asdict(method), "seed": seed, "source_sha256": source.meta["sha256"],
-              "training_models": sorted(m.meta["sha256"] for m in surr + refs)}
+    expect = _expectation(method, seed, source, surr + refs)
     extra = {}
     if validation:
         expect["validation_models"] = sorted(m.meta["sha256"] for m in validation)
