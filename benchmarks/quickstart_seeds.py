@@ -13,7 +13,8 @@ benchmarks/runs/P-seed<N>/, quickstart-seeds-P.json, quickstart-seeds-P.md; on a
 quickstart-seeds-P-cuda.*; ``--bf16`` on the CPU: runs/...-seed<N>-bf16/ and quickstart-seeds[-P]-bf16.*). ``--collect DIR ...`` reads the results.json of quickstart runs made by
 `conferprint quickstart` elsewhere (a GPU machine) instead of running them.
 Goal (issue 3): ROC AUC ≥ 0.95 over ≥ 8 + 8 held-out models and min(surrogate score) >
-max(reference score), ε ≤ 0.1, 100 examples, each run under 15 minutes on the 2-core CPU.
+max(reference score), ε ≤ 0.1, 100 examples, each run under 15 minutes on the 2-core CPU. The table
+also gives the verdicts at the preset's threshold (fitted on calibration references where it says so).
 """
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                      "min_surrogate": sep.get("min_surrogate"), "max_reference": sep.get("max_reference"),
                      "tpr_at_fpr_0": sep.get("tpr_at_fpr_0"), "raw_cae_acc": res["raw_cae_acc"],
                      "pgd": res["baselines"].get("pgd"), "decisions": res["decisions"],
+                     "threshold": res["threshold"], "threshold_fit": res.get("threshold_fit"),
+                     "n_surrogates": sep["n_surrogates"], "n_references": sep["n_references"],
                      "fingerprint_size": res["fingerprint"]["size"], "eps": res["fingerprint"]["params"]["eps"],
                      "source_test_acc": res["source"]["test_acc"], "per_arch": res["per_arch"],
                      "models": [{k: m[k] for k in ("name", "role", "arch", "labels", "test_acc", "cae_acc", "score")}
@@ -102,13 +105,15 @@ def write_md(payload: dict, path: Path) -> None:
              f"Held-out surrogates ({', '.join(archs)}; soft and hard labels) and held-out references. "
              "'goal met': issue 3's Fashion-MNIST goal (AUC ≥ 0.95, margin > 0, 100 examples, ε ≤ 0.1, "
              "under 15 minutes from nothing).", "",
-             "| seed | models trained | total s | from nothing s | source acc | AUC (score) | margin | TPR@FPR0 | AUC raw CAEAcc | margin raw | AUC PGD | goal met |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| seed | models trained | total s | from nothing s | source acc | AUC (score) | margin | TPR@FPR0 | AUC raw CAEAcc | margin raw | AUC PGD | goal met | threshold | stolen: surr / refs |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in payload["runs"]:
         lines.append(f"| {r['seed']} | {r['retrained']['count']}/{r['retrained']['of']} | {r['timings']['total']:.0f} | {r['from_nothing_seconds']:.0f} | "
                      f"{r['source_test_acc']:.4f} | {f(r['roc_auc'])} | {f(r['margin'])} | {f(r['tpr_at_fpr_0'])} | "
                      f"{f(r['raw_cae_acc'].get('roc_auc'))} | {f(r['raw_cae_acc'].get('margin'))} | "
-                     f"{f((r['pgd'] or {}).get('roc_auc'))} | {'yes' if r['goal_met'] else 'no'} |")
+                     f"{f((r['pgd'] or {}).get('roc_auc'))} | {'yes' if r['goal_met'] else 'no'} | "
+                     f"{f(r.get('threshold'))}{' (fitted)' if r.get('threshold_fit') else ''} | "
+                     f"{r['decisions']['true_positives']}/{r['n_surrogates']} / {r['decisions']['false_positives']}/{r['n_references']} |")
     if payload.get("note"):
         lines += ["", payload["note"]]
     phases = [k for k in payload["runs"][0].get("recorded_costs", {}) if k != "total"]
@@ -118,6 +123,13 @@ def write_md(payload: dict, path: Path) -> None:
         for r in payload["runs"]:
             c = r["recorded_costs"]
             lines.append(f"| {r['seed']} | " + " | ".join(f"{c.get(k, 0):.1f}" for k in phases) + f" | {c['total']:.0f} |")
+    fits = [(r["seed"], r["threshold_fit"]) for r in payload["runs"] if r.get("threshold_fit")]
+    if fits:
+        lines += ["", f"Threshold: the upper {1 - fits[0][1]['alpha']:.0%} prediction bound of the scores of "
+                  f"{fits[0][1]['n_references']} D1 calibration references that generation never saw "
+                  "(mean + t · sd · √(1 + 1/r)). Their scores:", ""]
+        lines += [f"- seed {seed}: " + ", ".join(f"{v:+.3f}" for v in fit["scores"]) + f" (mean {fit['mean']:+.3f}, "
+                  f"sd {fit['sd']:.3f})" for seed, fit in fits]
     lines += ["", "Per model (score / raw CAEAcc):", ""]
     for r in payload["runs"]:
         lines.append(f"- seed {r['seed']}: " + "; ".join(f"{m['name'].replace('test-', '')} {m['score']:+.2f}/{m['cae_acc']:.2f}"

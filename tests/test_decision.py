@@ -49,6 +49,32 @@ def test_false_accusation_rate_holds_for_models_drawn_from_the_null():
     assert false_rate <= alpha + 0.005
 
 
+def test_prediction_threshold_is_the_student_bound_and_covers_new_references():
+    from scipy.stats import t as student_t
+
+    from conferprint.verify.calibration import prediction_threshold
+
+    fit = prediction_threshold([0.0, 0.1, 0.2], 0.05)
+    assert fit["mean"] == pytest.approx(0.1) and fit["sd"] == pytest.approx(0.1)
+    assert fit["threshold"] == pytest.approx(0.1 + student_t.ppf(0.95, 2) * 0.1 * (4 / 3) ** 0.5)
+    assert prediction_threshold([0.0, 0.1, 0.2], 0.01)["threshold"] > fit["threshold"]  # rarer accusations, higher bar
+    # the bound's promise: a new reference from the same (normal) population lands above it with rate alpha,
+    # averaged over calibration sets of 8 (a plain mean + z·sd would exceed alpha at this r)
+    rng = np.random.default_rng(0)
+    cal, new = rng.normal(0.05, 0.06, (4000, 8)), rng.normal(0.05, 0.06, 4000)
+    above = [n >= prediction_threshold(c, 0.05)["threshold"] for c, n in zip(cal, new)]
+    assert abs(np.mean(above) - 0.05) < 0.012
+
+
+@pytest.mark.parametrize("bad,alpha", [([0.1, 0.2], 0.05), ([0.1, 0.2, float("nan")], 0.05), ([0.1, 0.2, 0.3], 0.0),
+                                       ([0.1, 0.2, 0.3], 0.5)])
+def test_prediction_threshold_refuses_too_few_or_invalid_inputs(bad, alpha):
+    from conferprint.verify.calibration import prediction_threshold
+
+    with pytest.raises(ValueError):
+        prediction_threshold(bad, alpha)
+
+
 @pytest.mark.parametrize("bad", [[0.5], [0.2, 1.5], [0.2, float("nan")]])
 def test_a_null_needs_valid_scores(bad):
     with pytest.raises(ValueError):

@@ -139,6 +139,41 @@ def test_a_separate_control_set_is_generated_and_used_by_the_score(tiny_run, tmp
     assert control_fingerprint(tmp_path) is None
 
 
+def test_calibrated_threshold_is_fitted_on_calibration_references_only(tiny_run, tmp_path):
+    from dataclasses import replace
+
+    from conferprint.experiments.quickstart import _g
+    from conferprint.verify.calibration import prediction_threshold
+
+    out, res = tiny_run
+    again_dir = tmp_path / "thr"
+    shutil.copytree(out, again_dir)
+    cfg = replace(TINY, score="control_diff", calibration=(_g("mlp", "reference", "ground_truth", 3, 1),),
+                  threshold="calibrated", threshold_alpha=0.1)
+    again = run_quickstart(again_dir, cfg, seed=0, data_dir=FMNIST_DIR, progress=False)
+    assert again["retrained"]["count"] == 3 and not again["fingerprint"]["generated_now"]  # CEM never saw them
+    cal = [m for m in again["training_models"] if m["group"] == "calibration"]
+    assert [m["name"] for m in cal] == [f"cal-reference-mlp-ground_truth-{i}" for i in range(3)]
+    fit = again["threshold_fit"]
+    assert fit["models"] == [m["name"] for m in cal] and fit["alpha"] == 0.1
+    assert again["threshold"] == pytest.approx(prediction_threshold([m["score"] for m in cal], 0.1)["threshold"])
+    for m in again["models"] + cal:
+        assert m["verdict"] == ("stolen" if m["score"] >= again["threshold"] else "independent")
+    assert again["decisions"]["false_positives"] == sum(m["verdict"] == "stolen" for m in again["models"]
+                                                        if m["role"] == "reference")
+    assert "prediction bound of 3 calibration references" in (again_dir / "report.md").read_text()
+
+
+@pytest.mark.parametrize("kw,match", [({"threshold": "calibrated"}, "at least 3"),
+                                      ({"threshold": "fitted"}, "number or 'calibrated'"),
+                                      ({"threshold_alpha": 0.7}, "threshold_alpha")])
+def test_calibrated_threshold_config_errors(kw, match):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=match):
+        replace(TINY, **kw)
+
+
 def test_control_difference_needs_the_control_set():
     from dataclasses import replace
 

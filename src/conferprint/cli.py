@@ -41,7 +41,9 @@ def _quickstart(args: argparse.Namespace) -> int:
     for k, b in res["baselines"].items():
         if "roc_auc" in b:
             print(f"raw CAEAcc on the {k.upper()} fingerprint: ROC AUC {b['roc_auc']:.3f}")
-    print(f"threshold {res['threshold']}: {res['decisions']['true_positives']}/{sep['n_surrogates']} surrogates "
+    fit = res.get("threshold_fit")
+    how = f" (fitted on {fit['n_references']} calibration references, alpha {fit['alpha']})" if fit else ""
+    print(f"threshold {res['threshold']:.3f}{how}: {res['decisions']['true_positives']}/{sep['n_surrogates']} surrogates "
           f"and {res['decisions']['false_positives']}/{sep['n_references']} references called stolen")
     print(f"total {res['timings']['total']:.0f} s; wrote {Path(args.out) / 'results.json'}, report.md, roc.png, fingerprint.png")
     return 0

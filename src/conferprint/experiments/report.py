@@ -77,6 +77,13 @@ def plot_fingerprint(path: Path, fp: Fingerprint, classes: list[str], n: int = 1
     plt.close(fig)
 
 
+def _fit_text(fit: dict[str, Any] | None) -> str:
+    if not fit:
+        return ""
+    return (f" (upper {1 - fit['alpha']:.0%} prediction bound of {fit['n_references']} calibration references' scores: "
+            f"mean {fit['mean']:+.3f}, sd {fit['sd']:.3f}, highest {max(fit['scores']):+.3f})")
+
+
 def _null_lines(nt: dict[str, Any] | None) -> list[str]:
     if not nt or nt.get("null") is None:
         return []
@@ -123,7 +130,8 @@ def write_report(out: Path, results: dict[str, Any], fp: Fingerprint, classes: l
                ("roc_auc", "ROC AUC"), ("margin", "min surr − max ref"), ("tpr_at_fpr_0", "TPR @ FPR 0"),
                ("mean_surrogate", "mean surr"), ("mean_reference", "mean ref")]),
         "",
-        f"Decision threshold {results['threshold']}: {results['decisions']['true_positives']} of {sep['n_surrogates']} "
+        f"Decision threshold {results['threshold']:.3f}{_fit_text(results.get('threshold_fit'))}: "
+        f"{results['decisions']['true_positives']} of {sep['n_surrogates']} "
         f"surrogates called stolen, {results['decisions']['false_positives']} of {sep['n_references']} references "
         "wrongly called stolen.",
         "",

@@ -21,12 +21,19 @@ own family:
    models agree most with the suspect on the probe inputs (the fingerprint's own queries);
 3. score = CAEAcc(suspect) − mean null CAEAcc of that family.
 
+The verdict's threshold (:func:`prediction_threshold`) comes from calibration references too: the
+upper prediction bound for the score of one more independent model. A fixed threshold on the control
+difference (0, "follows the source more on the fingerprint than on the control") called 6–7 of 8
+held-out references stolen, because CEM's examples transfer to independent models a little more than
+the control does (docs/results/separation-summary.md §12).
+
 All inputs are label vectors; nothing here sees logits.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -34,6 +41,32 @@ import torch
 def control_difference(cae_fingerprint: float, cae_control: float) -> float:
     """``CAEAcc(fingerprint) − CAEAcc(control)``: the adopted calibrated score."""
     return cae_fingerprint - cae_control
+
+
+def prediction_threshold(scores: Sequence[float], alpha: float) -> dict[str, Any]:
+    """The score above which one more independent model falls with probability ``alpha``.
+
+    ``scores`` are those of ``r ≥ 3`` calibration references (independent models that generation never
+    saw). Under a normal model of the references' scores, the one-sided upper ``1 − alpha`` prediction
+    bound for a new one is ``mean + t(r − 1, 1 − alpha) · sd · sqrt(1 + 1/r)``: the Student quantile and
+    the ``1/r`` carry the uncertainty of the mean and spread estimated from ``r`` models. A suspect at or
+    above it is called stolen, so ``alpha`` is the intended rate of false accusations. Returns the
+    threshold with what it was fitted from (JSON-ready)."""
+    from scipy.stats import t as student_t
+
+    s = [float(v) for v in scores]
+    if len(s) < 3:
+        raise ValueError(f"a calibrated threshold needs the scores of at least 3 calibration references, got {len(s)}")
+    if not all(math.isfinite(v) for v in s):
+        raise ValueError("calibration scores must be finite")
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    r = len(s)
+    mean = sum(s) / r
+    sd = math.sqrt(sum((v - mean) ** 2 for v in s) / (r - 1))
+    factor = float(student_t.ppf(1 - alpha, r - 1)) * math.sqrt(1 + 1 / r)
+    return {"threshold": mean + factor * sd, "rule": "normal upper prediction bound", "alpha": alpha,
+            "n_references": r, "mean": mean, "sd": sd, "factor": factor, "scores": s}
 
 
 def infer_family(suspect: torch.Tensor, calibration: Mapping[str, torch.Tensor], family_of: Mapping[str, str]) -> str:
