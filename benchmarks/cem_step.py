@@ -2,6 +2,7 @@
 
     python benchmarks/cem_step.py [--steps 10] [--repeats 3] [--batch 256]
     python benchmarks/cem_step.py --device cuda --preset cifar10 --batch 256
+    python benchmarks/cem_step.py --bf16
 
 The ensemble is a quickstart preset's (``--preset``, default `default`: the source and its 26 training
 models — cnn_small, lenet_bn, mlp — on 28×28 inputs; `cifar10`: ResNet-20 and its 24 training models
@@ -13,8 +14,10 @@ does not depend on them. On CUDA (``--device cuda``) every timing ends with a sy
   dropout, no loss, no optimiser — the models' own forward and backward cost.
 - **vmap**: the group of the source's architecture through `torch.func.vmap` over stacked weights
   (one batched call), against a plain loop over that group.
+- ``--bf16``: ``CEM(bf16=True)`` (bf16 autocast in the optimisation) against the bare models under the same
+  autocast, and the fp32 CEM timed in the same run for the speed-up (no vmap row).
 Goal (issue 7): CEM / bare ≥ 0.9. Writes benchmarks/results/cem-step.json (the CPU `default` run) or
-cem-step-<preset>-<device>.json.
+cem-step-<preset>-<device>.json; ``-bf16`` appended with ``--bf16``.
 """
 from __future__ import annotations
 
@@ -68,14 +71,16 @@ def ensemble(preset: str, c: int, dev: torch.device) -> tuple[list[str], nn.Modu
     return archs, models[0], models[1: 1 + n_surr], models[1 + n_surr:]
 
 
-def bare(models: list[nn.Module], x: torch.Tensor, steps: int) -> float:
-    """Seconds for `steps` forward+backward passes (to the input) through every model."""
+def bare(models: list[nn.Module], x: torch.Tensor, steps: int, bf16: bool = False) -> float:
+    """Seconds for `steps` forward+backward passes (to the input) through every model (under bf16 autocast
+    with ``bf16``, as CEM then runs them)."""
     members = freeze(models)
     synchronize(x.device)
     t = time.perf_counter()
     for _ in range(steps):
         xi = x.clone().requires_grad_(True)
-        out = sum(m.logits(xi).sum() for m in members)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = sum(m.logits(xi).float().sum() for m in members)
         torch.autograd.grad(out, xi)
     synchronize(x.device)
     return time.perf_counter() - t
@@ -127,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--preset", choices=["default", "cifar10", "cifar10-cpu"], default="default")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--bf16", action="store_true",
+                   help="CEM.bf16 (bf16 autocast in the optimisation) against the bare models under the same autocast; "
+                        "the fp32 CEM is timed in the same run for the speed-up")
     args = p.parse_args(argv)
     dev = resolve_device(args.device)
     cfg = PRESETS[args.preset]
@@ -135,33 +143,43 @@ def main(argv: list[str] | None = None) -> int:
     archs, source, surr, refs = ensemble(args.preset, c, dev)
     x = torch.rand(args.batch, c, size, size).to(dev)
     y = torch.randint(0, 10, (args.batch,)).to(dev)
-    time_cem(cfg.cem, source, surr, refs, x, y, 2)  # warm-up
-    bare([source, *surr, *refs], x, 2)
+    cem = replace(cfg.cem, bf16=args.bf16)
+    time_cem(cem, source, surr, refs, x, y, 2)  # warm-up
+    bare([source, *surr, *refs], x, 2, args.bf16)
     runs = []
     for _ in range(args.repeats):  # alternate, so drifts of machine speed hit both alike
-        sec, images = time_cem(cfg.cem, source, surr, refs, x, y, args.steps)
-        b = bare([source, *surr, *refs], x, args.steps)
+        sec, images = time_cem(cem, source, surr, refs, x, y, args.steps)
+        b = bare([source, *surr, *refs], x, args.steps, args.bf16)
         n_bare = (1 + len(surr) + len(refs)) * args.batch * args.steps
-        runs.append({"cem_seconds": sec, "cem_model_images": images, "cem_model_images_per_s": images / sec,
-                     "bare_seconds": b, "bare_model_images": n_bare, "bare_model_images_per_s": n_bare / b,
-                     "ratio": (images / sec) / (n_bare / b)})
+        run = {"cem_seconds": sec, "cem_model_images": images, "cem_model_images_per_s": images / sec,
+               "bare_seconds": b, "bare_model_images": n_bare, "bare_model_images_per_s": n_bare / b,
+               "ratio": (images / sec) / (n_bare / b)}
+        if args.bf16:  # the same CEM in fp32, same run: the speed-up bf16 buys
+            sec32, images32 = time_cem(cfg.cem, source, surr, refs, x, y, args.steps)
+            run.update(fp32_cem_seconds=sec32, fp32_cem_model_images_per_s=images32 / sec32,
+                       bf16_speedup=(images / sec) / (images32 / sec32))
+        runs.append(run)
     group = [m for a, m in zip(archs, [source, *surr, *refs]) if a == cfg.source_arch]
+    median = lambda k: sorted(r[k] for r in runs)[len(runs) // 2]  # noqa: E731
     payload = {
         "command": "python benchmarks/cem_step.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
         "device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "ensemble": {"preset": args.preset, "source": cfg.source_arch, "surrogates": len(surr), "references": len(refs),
-                     "batch": args.batch, "steps": args.steps, "dropout": cfg.cem.dropout},
+                     "batch": args.batch, "steps": args.steps, "dropout": cfg.cem.dropout, "bf16": args.bf16},
         "runs": runs,
-        "ratio_median": sorted(r["ratio"] for r in runs)[len(runs) // 2],
+        "ratio_median": median("ratio"),
         "goal": "CEM model-images/s ≥ 0.9 × bare",
-        "vmap_same_architecture": {"arch": cfg.source_arch, **vmap_group(group, x, args.steps)},
+        **({"bf16_speedup_median": median("bf16_speedup")} if args.bf16 else
+           {"vmap_same_architecture": {"arch": cfg.source_arch, **vmap_group(group, x, args.steps)}}),
         "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads()},
         "versions": versions(),
     }
-    stem = "cem-step" if (args.preset, dev.type) == ("default", "cpu") else f"cem-step-{args.preset}-{dev.type}"
+    stem = ("cem-step" if (args.preset, dev.type) == ("default", "cpu") else f"cem-step-{args.preset}-{dev.type}") \
+        + ("-bf16" if args.bf16 else "")
     out = ROOT / "benchmarks" / "results" / f"{stem}.json"
     atomic_write_text(out, json.dumps(payload, indent=2))
-    print(json.dumps({k: payload[k] for k in ("ratio_median", "vmap_same_architecture")}, indent=2))
+    print(json.dumps({k: payload[k] for k in ("ratio_median", "vmap_same_architecture", "bf16_speedup_median")
+                      if k in payload}, indent=2))
     return 0
 
 

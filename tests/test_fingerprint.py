@@ -296,3 +296,22 @@ def test_mixed_pool_takes_half_from_the_sources_mistakes_and_half_from_its_corre
     assert st["mean_train_confer"] == pytest.approx(float(fp.train_confer.mean()))
     with pytest.raises(ValueError, match="size ≥ 2"):
         replace(cem, size=1)
+
+
+def test_bf16_optimisation_gives_a_valid_fingerprint_selected_in_fp32(cem_fp, digit_models):
+    from dataclasses import replace
+
+    from conferprint.fingerprint.scores import confer
+
+    m = digit_models
+    cem = replace(FAST_CEM, bf16=True)
+    fp = cem.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    assert len(fp) > 0 and fp.manifest["params"]["bf16"] is True
+    assert not torch.equal(fp.inputs[: len(cem_fp)], cem_fp.inputs[: len(fp)])  # the autocast did change the steps
+    assert float((fp.inputs - fp.originals).abs().max()) <= cem.eps + 1e-6
+    with torch.no_grad():  # keys and the kept examples' Confer are those of the fp32 models
+        assert torch.equal(m["source"](fp.inputs).argmax(1), fp.keys)
+        surr = torch.stack([s(fp.inputs).argmax(1) for s in m["surrogates"]])
+        refs = torch.stack([r(fp.inputs).argmax(1) for r in m["references"]])
+    assert torch.allclose(confer(surr, refs, fp.keys), fp.train_confer)
+    assert (fp.train_confer >= cem.tau - 1e-6).all()

@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--ray-gpus", type=float, default=0,
                    help="GPUs per training task (a fraction such as 0.25 trains several small models per GPU)")
     q.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    q.add_argument("--bf16", action="store_true", help="bf16 autocast while training (CUDA, or a CPU with bf16 support)")
+    q.add_argument("--bf16", action="store_true", help="bf16 autocast while training and in CEM's optimisation (CUDA, or a CPU with bf16 support)")
     q.add_argument("--batch-size", type=int, default=None,
                    help="training batch size (default: the preset's); the peak learning rate scales linearly with it")
     q.set_defaults(func=_quickstart)

@@ -180,7 +180,7 @@ DEFAULT = QuickstartConfig(
     # generation never sees (two per held-out architecture, with its epochs). The fixed threshold 0 ("follows
     # the source more on the fingerprint than on the control") called 6–7 of 8 held-out references stolen:
     # CEM's examples transfer to independent models a little more than the control does. On the six studies
-    # of seeds 0–2 (fp32 and bf16) the fitted threshold called 2 of 48 held-out references and 39 of 48
+    # of seeds 0–2 (fp32, and bf16 with CEM in fp32) the fitted threshold called 2 of 48 held-out references and 39 of 48
     # surrogates stolen (docs/results/separation-summary.md §12).
     calibration=tuple(_g(a, "reference", "ground_truth", 2, e) for a, e in _DEFAULT_HELD_OUT),
     threshold="calibrated",
@@ -452,7 +452,9 @@ def run_quickstart(
     """Run the quickstart into ``out``; returns the results written to ``out/results.json``.
 
     ``executor``/``executor_options``, ``device``, ``amp``: how and where the models are trained
-    (see :func:`prepare_study`); fingerprints are generated on the same device."""
+    (see :func:`prepare_study`); fingerprints are generated on the same device. ``amp`` also runs CEM's
+    optimisation under bf16 autocast (``CEM.bf16``; its manifest records it, so an fp32 fingerprint is not
+    reused for it)."""
     from conferprint.experiments.report import write_report
 
     out = Path(out)
@@ -464,7 +466,8 @@ def run_quickstart(
     source, training, testing, data = study.source, study.training, study.testing, study.data
 
     t = time.perf_counter()
-    fp, fp_new = _make_fingerprint(config.cem, "fingerprint", out, source, study.training_role("surrogate"),
+    cem = replace(config.cem, bf16=True) if amp else config.cem
+    fp, fp_new = _make_fingerprint(cem, "fingerprint", out, source, study.training_role("surrogate"),
                                    study.training_role("reference"), study.x1, study.y1, seed, data.num_classes, progress,
                                    study.validation)
     timings["cem"] = time.perf_counter() - t

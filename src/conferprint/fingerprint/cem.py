@@ -50,6 +50,9 @@ class CEM:
     # surrogate learns the source's labels, mistakes included; an independent model makes its own
     # (misclassified samples as a fingerprint: Guan et al., "Are You Stealing My Model?", ECCV 2022).
     candidates: Literal["correct", "errors", "mixed"] = "correct"
+    # bf16 autocast in the optimisation (the members' forward and backward); the selection's Confer and the
+    # keys are computed in fp32. 1.6× faster per step on this project's CPU (benchmarks/cem_step.py --bf16)
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
@@ -120,9 +123,11 @@ class CEM:
         for _ in range(self.steps):
             x = x0 + delta
             ks, kr = keep_mask(len(surr), self.dropout, gen), keep_mask(len(refs), self.dropout, gen)
-            sp = [F.softmax(m.logits(x), 1) for m, k in zip(surr, ks) if k]
-            rp = [F.softmax(m.logits(x), 1) for m, k in zip(refs, kr) if k]
-            loss, _ = self.loss(src.logits(x), clean_probs, sp, rp, y)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+                sp = [F.softmax(m.logits(x).float(), 1) for m, k in zip(surr, ks) if k]
+                rp = [F.softmax(m.logits(x).float(), 1) for m, k in zip(refs, kr) if k]
+                src_logits = src.logits(x).float()
+            loss, _ = self.loss(src_logits, clean_probs, sp, rp, y)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
