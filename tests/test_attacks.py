@@ -193,6 +193,8 @@ attacks:
         ok = [run["test_acc"] >= res["source"]["test_acc"] - 0.05 and run["verdict"] != "stolen" for run in r["runs"]]
         assert r["removal_succeeded"] == (sum(ok) * 2 > len(ok))
     assert rows["retrain-mlp"]["runs"][0]["arch"] == "mlp"
+    by_rule = res["agreement_with_paper"]["by_rule"]
+    assert set(by_rule) == set(res["decision"]["rules"]) and by_rule["score"] == res["agreement_with_paper"]["agree"]
     # the two FTLL repeats are different models (their own seeds)
     assert rows["ftll-epochs=1"]["runs"][0]["seed"] != rows["ftll-epochs=1"]["runs"][1]["seed"]
     assert (out / "zoo" / "ftll-epochs=1-r1.safetensors").is_file()
@@ -232,3 +234,25 @@ def test_repeats_override_applies_to_entries_without_their_own():
     assert [e.repeats for e in cfg.attacks] == [3, 2]
     with pytest.raises(AttackConfigError, match="evaluation.repeats"):
         parse_config(doc, repeats=0)
+
+
+def test_the_study_rule_adds_the_raw_cae_acc_test_to_the_score(tiny_quickstart):
+    """A copy of the source follows it on the control set too (score 0): the quickstart's calibrated verdict
+    still calls it stolen through raw CAEAcc, the score alone does not."""
+    from conferprint.experiments.evaluate import EvalConfig, Judge
+    from conferprint.experiments.quickstart import control_fingerprint
+    from conferprint.fingerprint import load_fingerprint
+    from conferprint.suspects import load_torch_model
+
+    study, res = tiny_quickstart
+    fp, control = load_fingerprint(study / "fingerprint"), control_fingerprint(study)
+    copy = load_torch_model(study / "zoo" / "source.safetensors", res["source"]["arch"])
+    n = len(fp)
+    for critical, expect in ((n, "stolen"), (n + 1, "not stolen")):
+        study_results = {**res, "score": "control_diff", "threshold": 0.2,
+                         "threshold_fit": {"raw_cae_acc_rule": {"critical_matches": critical}}}
+        row = Judge(fp, control, study_results, EvalConfig(preset="tiny", decision="study"))(copy)
+        assert row["cae_acc"] == 1.0 and row["score"] == pytest.approx(0.0)
+        assert row["verdicts"]["score"] == "not stolen" and row["verdicts"]["study"] == expect == row["verdict"]
+    with pytest.raises(AttackConfigError, match="study"):  # a study without the calibrated rule cannot decide so
+        Judge(fp, control, {**res, "score": "control_diff"}, EvalConfig(preset="tiny", decision="study"))

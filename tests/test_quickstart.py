@@ -157,11 +157,30 @@ def test_calibrated_threshold_is_fitted_on_calibration_references_only(tiny_run,
     fit = again["threshold_fit"]
     assert fit["models"] == [m["name"] for m in cal] and fit["alpha"] == 0.1
     assert again["threshold"] == pytest.approx(prediction_threshold([m["score"] for m in cal], 0.1)["threshold"])
+    k, n = fit["raw_cae_acc_rule"]["critical_matches"], again["fingerprint"]["size"]
+    assert fit["raw_cae_acc_rule"]["null"]["model_ids"] == fit["models"]  # the raw null: the same references
     for m in again["models"] + cal:
-        assert m["verdict"] == ("stolen" if m["score"] >= again["threshold"] else "independent")
+        assert m["verdict"] == ("stolen" if m["score"] >= again["threshold"] or round(m["cae_acc"] * n) >= k
+                                else "independent")
     assert again["decisions"]["false_positives"] == sum(m["verdict"] == "stolen" for m in again["models"]
                                                         if m["role"] == "reference")
     assert "prediction bound of 3 calibration references" in (again_dir / "report.md").read_text()
+
+
+def test_a_near_copy_is_stolen_although_its_control_difference_is_zero():
+    from conferprint.experiments.quickstart import decide
+
+    copy = {"score": 0.0, "cae_acc": 1.0}  # a fine-tuned copy follows the source on both sets
+    decide(copy, 0.2, 100, raw_critical=80)
+    assert copy["verdict"] == "stolen" and copy["verdict_by"] == {"score": False, "raw_cae_acc": True}
+    decide(copy, 0.2, 100, raw_critical=None)  # the relative score alone misses it
+    assert copy["verdict"] == "independent"
+    surrogate = {"score": 0.3, "cae_acc": 0.6}
+    decide(surrogate, 0.2, 100, raw_critical=80)
+    assert surrogate["verdict"] == "stolen" and surrogate["verdict_by"] == {"score": True, "raw_cae_acc": False}
+    reference = {"score": 0.05, "cae_acc": 0.79}
+    decide(reference, 0.2, 100, raw_critical=80)
+    assert reference["verdict"] == "independent"
 
 
 @pytest.mark.parametrize("kw,match", [({"threshold": "calibrated"}, "at least 3"),

@@ -43,6 +43,8 @@ def _quickstart(args: argparse.Namespace) -> int:
             print(f"raw CAEAcc on the {k.upper()} fingerprint: ROC AUC {b['roc_auc']:.3f}")
     fit = res.get("threshold_fit")
     how = f" (fitted on {fit['n_references']} calibration references, alpha {fit['alpha']})" if fit else ""
+    if fit and fit.get("raw_cae_acc_rule"):
+        how += f", or raw CAEAcc >= {fit['raw_cae_acc_rule']['critical_matches']}/{res['fingerprint']['size']}"
     print(f"threshold {res['threshold']:.3f}{how}: {res['decisions']['true_positives']}/{sep['n_surrogates']} surrogates "
           f"and {res['decisions']['false_positives']}/{sep['n_references']} references called stolen")
     print(f"total {res['timings']['total']:.0f} s; wrote {Path(args.out) / 'results.json'}, report.md, roc.png, fingerprint.png")

@@ -153,7 +153,7 @@ def _stats(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values)}
 
 
-DECISIONS = ("max_reference", "p_value", "score")
+DECISIONS = ("max_reference", "p_value", "score", "study")
 
 
 class Judge:
@@ -163,7 +163,10 @@ class Judge:
       operating point with no false accusation among them; the paper chose its thresholds empirically);
     - ``p_value``: the test of ``conferprint verify`` — p-value ≤ ``alpha`` under the null fitted on
       those references and stored with the fingerprint;
-    - ``score``: the study's own score (e.g. CAEAcc minus the PGD control's) at the study's threshold.
+    - ``score``: the study's own score (e.g. CAEAcc minus the PGD control's) at the study's threshold;
+    - ``study``: the quickstart's own verdict where its threshold was fitted on calibration references:
+      the score at that threshold, or a raw CAEAcc significant under the same references' null
+      (:func:`conferprint.experiments.quickstart.decide`).
     The configured ``decision`` gives ``verdict``; the others are reported beside it.
     """
 
@@ -181,6 +184,10 @@ class Judge:
             self.thresholds["max_reference"] = ("cae_acc", (round(max(refs) * n) + 1) / n)
         if fp.null is not None:  # critical count / n: above 1 when no count can reach alpha
             self.thresholds["p_value"] = ("cae_acc", fp.null.critical_count(n, cfg.alpha) / n)
+        raw = (study_results.get("threshold_fit") or {}).get("raw_cae_acc_rule")
+        self.raw_critical = raw["critical_matches"] if raw else None
+        if self.raw_critical is not None:
+            self.thresholds["study"] = ("score", float(study_results["threshold"]))
         if cfg.decision not in self.thresholds:
             raise AttackConfigError(f"evaluation.decision: {cfg.decision!r} needs held-out references in the study; "
                                     "use 'score'")
@@ -197,6 +204,8 @@ class Judge:
             row["p_value"] = self.fp.null.p_value(round(cae * len(self.fp)), len(self.fp))
         row["verdicts"] = {rule: "stolen" if row[stat] >= thr - 1e-9 else "not stolen"
                            for rule, (stat, thr) in self.thresholds.items()}
+        if "study" in row["verdicts"] and round(cae * len(self.fp)) >= self.raw_critical:
+            row["verdicts"]["study"] = "stolen"
         row["verdict"] = row["verdicts"][self.cfg.decision]
         return row
 
@@ -242,13 +251,17 @@ def run_evaluation(config: EvalConfig, out: str | os.PathLike, *, progress: bool
                    "accuracy_margin": config.accuracy_margin, "decision": config.decision, "alpha": config.alpha},
         "decision": {"statistic": judge.statistic, "threshold": judge.threshold, "kind": config.decision,
                      "study_score": judge.score_kind,
-                     "rules": {k: {"statistic": st, "threshold": th} for k, (st, th) in judge.thresholds.items()},
+                     "rules": {k: {"statistic": st, "threshold": th,
+                                   **({"or_cae_acc": judge.raw_critical / len(fp)} if k == "study" else {})}
+                               for k, (st, th) in judge.thresholds.items()},
                      "null": fp.null.to_json() if fp.null is not None else None},
         "source": {"arch": source.arch, "test_acc": source_acc, "sha256": source.meta["sha256"], **judge(source.model)},
         "fingerprint": {"size": len(fp), "digest": fp.digest(), "method": fp.manifest["method"]},
         "references": references, "study_surrogates": surrogates,
         "attacks": rows,
-        "agreement_with_paper": {"agree": sum(r["agrees_with_paper"] for r in rows), "of": len(rows)},
+        "agreement_with_paper": {"agree": sum(r["agrees_with_paper"] for r in rows), "of": len(rows),
+                                 "by_rule": {rule: sum(r["agrees_with_paper_by_rule"][rule] for r in rows)
+                                             for rule in judge.thresholds}},
         "timings": {"study": study_seconds, "total": time.perf_counter() - t_all},
         "versions": versions(),
     }
@@ -318,6 +331,10 @@ def _summarise(entry: AttackEntry, runs: list[dict], source_acc: float, margin: 
         "accuracy_kept": [r["test_acc"] >= source_acc - margin for r in runs],
         "removal_succeeded": removed, "removal_success_rate": sum(ok) / len(runs),
         "paper_expects_removal": expected, "agrees_with_paper": removed == expected,
+        # the same judgement under every rule (a majority of repeats keeping accuracy and escaping that rule)
+        "agrees_with_paper_by_rule": {
+            rule: (sum(r["test_acc"] >= source_acc - margin and r["verdicts"][rule] != "stolen" for r in runs) * 2
+                   > len(runs)) == expected for rule in runs[0]["verdicts"]},
         "distance_to_threshold": statistics.fmean(stat) - judge.threshold if math.isfinite(judge.threshold) else None,
         "runs": runs,
     }
@@ -347,8 +364,11 @@ def write_removal_report(out: Path, results: dict[str, Any]) -> None:
         f"Decision ({dec['kind']}): stolen when {dec['statistic']} ≥ {dec['threshold']:.3f}"
         + {"p_value": f" (p-value ≤ α = {results['config']['alpha']:g} under the null fitted on held-out references)",
            "score": f" (the study's score `{dec['study_score']}`)",
+           "study": f" or cae_acc ≥ {dec['rules'].get('study', {}).get('or_cae_acc', float('nan')):.2f} (the quickstart's "
+                    "verdict: its threshold and raw null fitted on calibration references)",
            "max_reference": " (above every held-out reference)"}[dec["kind"]] + ". "
         + "Other rules: " + "; ".join(f"{k}: {v['statistic']} ≥ {v['threshold']:.3f}"
+                                      + (f" or cae_acc ≥ {v['or_cae_acc']:.2f}" if "or_cae_acc" in v else "")
                                       for k, v in dec["rules"].items() if k != dec["kind"]) + ". "
         f"Held-out references score {min(refs):.3f}–{max(refs):.3f}; the study's held-out surrogates "
         f"{min(r[dec['statistic']] for r in results['study_surrogates']):.3f}–"
@@ -363,7 +383,9 @@ def write_removal_report(out: Path, results: dict[str, Any]) -> None:
                      ("removed", "removed"), ("paper", "paper"), ("agree", "vs paper")]),
         "",
         f"Agreement with the paper's qualitative result: {results['agreement_with_paper']['agree']} of "
-        f"{results['agreement_with_paper']['of']} attacks.",
+        f"{results['agreement_with_paper']['of']} attacks"
+        + (" (under each rule: " + ", ".join(f"{k} {v}" for k, v in results["agreement_with_paper"]["by_rule"].items())
+           + ")" if results["agreement_with_paper"].get("by_rule") else "") + ".",
     ]
     diffs = [r for r in results["attacks"] if not r["agrees_with_paper"]]
     if diffs:

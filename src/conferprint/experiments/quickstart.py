@@ -181,7 +181,8 @@ DEFAULT = QuickstartConfig(
     # the source more on the fingerprint than on the control") called 6–7 of 8 held-out references stolen:
     # CEM's examples transfer to independent models a little more than the control does. On the six studies
     # of seeds 0–2 (fp32, and bf16 with CEM in fp32) the fitted threshold called 2 of 48 held-out references and 39 of 48
-    # surrogates stolen (docs/results/separation-summary.md §12).
+    # surrogates stolen (docs/results/separation-summary.md §12). A raw CAEAcc significant at 1e-3 under the
+    # same references' null also calls a suspect stolen: the control difference of a fine-tuned copy is ≈ 0.
     calibration=tuple(_g(a, "reference", "ground_truth", 2, e) for a, e in _DEFAULT_HELD_OUT),
     threshold="calibrated",
     threshold_alpha=0.05,
@@ -417,6 +418,16 @@ def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str,
     return rows
 
 
+def decide(row: dict[str, Any], threshold: float, n: int, raw_critical: int | None) -> None:
+    """Set ``row``'s verdict: stolen when its score reaches ``threshold``, or (with ``raw_critical``) when
+    its raw CAEAcc on the ``n``-example fingerprint reaches ``raw_critical`` matches; ``verdict_by`` says
+    which rule fired."""
+    by = {"score": row["score"] >= threshold}
+    if raw_critical is not None:
+        by["raw_cae_acc"] = round(row["cae_acc"] * n) >= raw_critical
+    row["verdict"], row["verdict_by"] = ("stolen" if any(by.values()) else "independent"), by
+
+
 def summarize(rows: list[dict[str, Any]], key: str = "cem") -> dict[str, Any]:
     """ROC AUC, margin and friends of surrogates (positives) against references (negatives)."""
     pos = [r["scores"][key] for r in rows if r["role"] == "surrogate"]
@@ -492,19 +503,28 @@ def run_quickstart(
         calibrated = FamilyNull(fp, probe, {m.name: (m.arch, model_oracle(m.model)) for m in study.calibration})
     control = ("control" if controls else "pgd") if config.score == "control_diff" else None
     cal_rows = score_models(study.calibration, fps, "calibration", 0.0, calibrated, control)
-    threshold_fit = None
+    threshold_fit, raw_critical = None, None
     if config.threshold == "calibrated":
         threshold_fit = prediction_threshold([r["score"] for r in cal_rows], config.threshold_alpha)
         threshold_fit["models"] = [r["name"] for r in cal_rows]
         threshold = threshold_fit["threshold"]
+        if config.score != "cae_acc":
+            # A relative score is blind to near-copies: a fine-tuned copy follows the source on the control set
+            # as much as on the fingerprint (score ≈ 0; FTLL 0.002 in docs/results/removal-fashion-mnist.md).
+            # So raw CAEAcc decides as well: matches significant at NULL_ALPHA under the beta-binomial null of
+            # the same calibration references also call a suspect stolen.
+            null = NullModel.fit([r["cae_acc"] for r in cal_rows], len(fp), [r["name"] for r in cal_rows])
+            raw_critical = null.critical_count(len(fp), NULL_ALPHA)
+            threshold_fit["raw_cae_acc_rule"] = {"alpha": NULL_ALPHA, "critical_matches": raw_critical,
+                                                 "null_mean": null.mean, "null": null.to_json()}
     else:
         threshold = float(config.threshold)
-    for r in cal_rows:
-        r["verdict"] = verdict(r["score"], threshold)
     models = score_models(testing, fps, "testing", threshold, calibrated, control)
     training_rows = (score_models(training, fps, "training", threshold, calibrated, control) + cal_rows
                      + score_models(study.validation, fps, "validation", threshold, calibrated, control))
     source_row = score_models([source], fps, "source", threshold)[0]
+    for r in [*models, *training_rows, source_row]:
+        decide(r, threshold, len(fp), raw_critical)
     timings["verify"] = time.perf_counter() - t
 
     null_test = null_decisions(models, len(fp), NULL_ALPHA)

@@ -80,8 +80,14 @@ def plot_fingerprint(path: Path, fp: Fingerprint, classes: list[str], n: int = 1
 def _fit_text(fit: dict[str, Any] | None) -> str:
     if not fit:
         return ""
-    return (f" (upper {1 - fit['alpha']:.0%} prediction bound of {fit['n_references']} calibration references' scores: "
+    text = (f" (upper {1 - fit['alpha']:.0%} prediction bound of {fit['n_references']} calibration references' scores: "
             f"mean {fit['mean']:+.3f}, sd {fit['sd']:.3f}, highest {max(fit['scores']):+.3f})")
+    raw = fit.get("raw_cae_acc_rule")
+    if raw:
+        text += (f", or raw CAEAcc of at least {raw['critical_matches']} matches (p ≤ {raw['alpha']:g} under the "
+                 f"beta-binomial null of the same references, mean {raw['null_mean']:.3f}: near-copies follow the "
+                 "source on the control set too)")
+    return text
 
 
 def _null_lines(nt: dict[str, Any] | None) -> list[str]:
