@@ -166,6 +166,34 @@ def test_calibrated_threshold_is_fitted_on_calibration_references_only(tiny_run,
                                                         if m["role"] == "reference")
     assert "prediction bound of 3 calibration references" in (again_dir / "report.md").read_text()
 
+    # `verify --control` reaches the quickstart's verdict for one suspect, from its labels alone
+    from conferprint.fingerprint import FingerprintError, load_fingerprint
+    from conferprint.verify.local import verify_target
+
+    dec = load_fingerprint(again_dir / "fingerprint").manifest["decision"]
+    assert dec["threshold"] == pytest.approx(again["threshold"]) and dec["raw_critical_matches"] == k
+    ctl = again_dir / "fingerprint-pgd.json"  # the tiny preset's control is its PGD baseline
+    for m in [again["models"][0], again["models"][-1]]:  # a surrogate and a reference
+        arch = m["arch"]
+        v = verify_target(again_dir / "fingerprint.json", model=again_dir / "zoo" / f"{m['name']}.safetensors", arch=arch,
+                          control=ctl, journal=tmp_path / f"{m['name']}.journal")
+        assert v["score"] == pytest.approx(m["score"]) and v["cae_acc"] == pytest.approx(m["cae_acc"])
+        assert v["verdict"] == ("stolen" if m["verdict"] == "stolen" else "independent")
+        assert (tmp_path / f"{m['name']}.journal.control").is_file()
+    # the source itself: score 0 on the relative score, stolen through its raw CAEAcc
+    rc = main(["verify", "--fingerprint", str(again_dir / "fingerprint.json"), "--control", str(ctl), "--model",
+               str(again_dir / "zoo" / "source.safetensors"), "--arch", again["source"]["arch"],
+               "--out", str(tmp_path / "src.json")])
+    v = json.loads((tmp_path / "src.json").read_text())
+    assert rc == 0 and v["verdict"] == "stolen" and v["verdict_by"] == {"score": False, "raw_cae_acc": True}
+    assert v["score"] == pytest.approx(0.0)
+    with pytest.raises(FingerprintError, match="control set's digest"):  # another control set is refused
+        verify_target(again_dir / "fingerprint.json", model=again_dir / "zoo" / "source.safetensors",
+                      arch=again["source"]["arch"], control=again_dir / "fingerprint.json")
+    with pytest.raises(ValueError, match="no control-difference decision"):  # a fingerprint without one
+        verify_target(out / "fingerprint.json", model=out / "zoo" / "source.safetensors", arch=res["source"]["arch"],
+                      control=ctl)
+
 
 def test_a_near_copy_is_stolen_although_its_control_difference_is_zero():
     from conferprint.experiments.quickstart import decide

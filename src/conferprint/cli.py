@@ -130,7 +130,7 @@ def _verify(args: argparse.Namespace) -> int:
                             budget=args.budget, threshold=args.threshold, sequential=not args.no_sequential)
     http = {"timeout": args.timeout, "retries": args.retries, "rate_limit": args.rate_limit}
     res = verify_target(args.fingerprint, model=model, arch=args.arch, url=args.url, options=options,
-                        journal=args.journal, expect_digest=args.expect_digest, http=http)
+                        journal=args.journal, expect_digest=args.expect_digest, http=http, control=args.control)
     text = json.dumps(res, indent=2)
     if args.out:
         from conferprint._io import atomic_write_text
@@ -273,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--alpha", type=float, default=1e-3, help="false-accusation rate of the test (default 1e-3)")
     v.add_argument("--threshold", type=float, default=None,
                    help="fixed CAEAcc threshold; only for fingerprints without a stored null")
+    v.add_argument("--control", default=None,
+                   help="the study's control set (fingerprint-control.json of a quickstart): decide as the quickstart "
+                        "does, CAEAcc minus CAEAcc on the control at the stored threshold, or a significant raw CAEAcc; "
+                        "asks both sets in full (--budget applies to each)")
     v.add_argument("--batch-size", type=int, default=32, help="largest batch per request (sizes vary below it)")
     v.add_argument("--decoy-ratio", type=float, default=1.0, help="benign decoys per fingerprint query")
     v.add_argument("--no-sequential", action="store_true", help="ask every fingerprint query, no early stop")

@@ -35,7 +35,7 @@ from conferprint.training import TrainConfig
 from conferprint.verify import model_oracle, roc_auc, separation_margin, separation_stats, verdict, verify_oracle
 from conferprint.verify.calibration import FamilyNull, control_difference, prediction_threshold
 from conferprint.verify.null import NullModel
-from conferprint.verify.session import with_null
+from conferprint.verify.session import CONTROL_RULE, with_manifest, with_null
 from conferprint.zoo import Zoo
 
 log = logging.getLogger(__name__)
@@ -528,8 +528,16 @@ def run_quickstart(
     timings["verify"] = time.perf_counter() - t
 
     null_test = null_decisions(models, len(fp), NULL_ALPHA)
+    stored = fp
     if null_test.get("null") is not None:  # store the null: `conferprint verify` then gives p-values
-        save_fingerprint(with_null(fp, NullModel.from_json(null_test["null"])), out / "fingerprint")
+        stored = with_null(stored, NullModel.from_json(null_test["null"]))
+    if raw_critical is not None and control is not None:  # and this study's decision: `verify --control`
+        stored = with_manifest(stored, decision={
+            "rule": CONTROL_RULE, "control_digest": fps[control].digest(), "control_size": len(fps[control]),
+            "threshold": threshold, "alpha": config.threshold_alpha, "raw_critical_matches": raw_critical,
+            "raw_alpha": NULL_ALPHA, "calibration_models": threshold_fit["models"]})
+    if stored is not fp:
+        save_fingerprint(stored, out / "fingerprint")
 
     key = "calibrated" if config.score != "cae_acc" else "cem"
     cem_summary = summarize(models, key)

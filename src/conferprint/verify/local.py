@@ -5,15 +5,17 @@ import os
 from typing import Any
 
 from conferprint.fingerprint import FingerprintError, load_fingerprint
-from conferprint.verify.session import VerifyOptions, verify_suspect
+from conferprint.verify.session import CONTROL_RULE, VerifyOptions, verify_suspect, verify_with_control
 from conferprint.zoo import sha256_file
 
 
 def verify_target(fingerprint: str | os.PathLike, *, model: str | os.PathLike | None = None, arch: str | None = None,
                   url: str | None = None, options: VerifyOptions = VerifyOptions(),
                   journal: str | os.PathLike | None = None, expect_digest: str | None = None,
-                  http: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load the fingerprint (refusing a tampered one), open the suspect, run :func:`verify_suspect`.
+                  http: dict[str, Any] | None = None, control: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Load the fingerprint (refusing a tampered one), open the suspect, run :func:`verify_suspect`, or with
+    ``control`` (the study's control set, whose digest the fingerprint's decision stores)
+    :func:`~conferprint.verify.session.verify_with_control`.
 
     Exactly one of ``model`` (a file) and ``url`` names the suspect. ``expect_digest`` is the
     published commitment: a fingerprint whose digest differs is refused. ``http`` passes options
@@ -37,7 +39,14 @@ def verify_target(fingerprint: str | os.PathLike, *, model: str | os.PathLike | 
         s = load_suspect(model, arch, input_shape=shape, num_classes=num_classes)  # type: ignore[arg-type]
         oracle, sha = s.oracle, sha256_file(model)  # type: ignore[arg-type]
         suspect, info = f"sha256:{sha}", {**s.describe(), "sha256": sha}
-    res = verify_suspect(fp, oracle, suspect=suspect, options=options, journal=journal)
+    if control is not None:
+        res = verify_with_control(fp, load_fingerprint(control), oracle, suspect=suspect, options=options,
+                                  journal=journal)
+    else:
+        res = verify_suspect(fp, oracle, suspect=suspect, options=options, journal=journal)
+        if (fp.manifest.get("decision") or {}).get("rule") == CONTROL_RULE:
+            res["note"] = ("this fingerprint's study decides with its control set as well (its threshold was fitted "
+                           "on calibration references): pass --control")
     res["suspect_info"] = info
     if url is not None:
         res["http"] = {"requests": oracle.calls, "retried": oracle.retried}

@@ -30,7 +30,7 @@ import math
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import torch
 
 from conferprint import __version__
 from conferprint.errors import JournalError
-from conferprint.fingerprint.artifact import Fingerprint
+from conferprint.fingerprint.artifact import Fingerprint, FingerprintError
 from conferprint.verify.null import NullModel
 from conferprint.verify.oracle import Oracle, query_labels
 
@@ -277,8 +277,65 @@ def fit_null(fp: Fingerprint, references: dict[str, Oracle]) -> NullModel:
     return NullModel.fit(list(scores.values()), len(fp), list(scores))
 
 
+def with_manifest(fp: Fingerprint, **entries: Any) -> Fingerprint:
+    """A copy of ``fp`` whose manifest carries ``entries`` as well (save it to get the new digest)."""
+    manifest = {k: v for k, v in fp.manifest.items() if k not in ("content_sha256",)}
+    manifest.update(entries)
+    return Fingerprint(fp.inputs, fp.keys, fp.originals, fp.original_labels, fp.train_confer, fp.decoys, manifest)
+
+
 def with_null(fp: Fingerprint, null: NullModel) -> Fingerprint:
     """A copy of ``fp`` whose manifest carries ``null`` (save it to get the new digest)."""
-    manifest = {k: v for k, v in fp.manifest.items() if k not in ("content_sha256",)}
-    manifest["null"] = null.to_json()
-    return Fingerprint(fp.inputs, fp.keys, fp.originals, fp.original_labels, fp.train_confer, fp.decoys, manifest)
+    return with_manifest(fp, null=null.to_json())
+
+
+CONTROL_RULE = "control_difference"
+
+
+def verify_with_control(fp: Fingerprint, control: Fingerprint, oracle: Oracle, *, suspect: str,
+                        options: VerifyOptions = VerifyOptions(), journal: str | os.PathLike | None = None,
+                        seed: int | None = None) -> dict[str, Any]:
+    """The quickstart's verdict for one suspect: its CAEAcc on ``fp`` minus its CAEAcc on the ``control`` set,
+    at the threshold stored in ``fp``'s manifest (``decision``, fitted on calibration references), or a raw
+    CAEAcc of at least the stored critical count of matches (a near-copy follows the source on the control
+    set too, so its difference is ≈ 0).
+
+    Both sets are asked in full (no early stop: the score needs every answer), each through
+    :func:`verify_suspect` with its own journal (``journal`` and ``journal.control``), so an interrupted
+    verification resumes. The control must be the one the decision was fitted with (its digest is
+    stored). Returns the JSON-ready result; ``undecided`` when a budget or lost queries left either set
+    incomplete."""
+    decision = fp.manifest.get("decision")
+    if not decision or decision.get("rule") != CONTROL_RULE:
+        raise ValueError("this fingerprint stores no control-difference decision (`conferprint quickstart` writes one "
+                         "when its threshold is fitted on calibration references); verify it without a control set")
+    if control.digest() != decision["control_digest"]:
+        raise FingerprintError(f"the control set's digest {control.digest()} is not the one this fingerprint's decision "
+                               f"was fitted with ({decision['control_digest']})")
+    n, k = len(fp), int(decision["raw_critical_matches"])
+    whole = replace(options, sequential=False)
+    main = verify_suspect(fp, oracle, suspect=suspect, options=replace(whole, threshold=options.threshold
+                          if options.threshold is not None else min(1.0, k / n)), journal=journal, seed=seed)
+    ctl = verify_suspect(control, oracle, suspect=suspect, options=replace(whole, threshold=1.0),
+                         journal=None if journal is None else f"{journal}.control", seed=seed)
+    complete = all(r["fingerprint_queries"] == r["fingerprint_size"] for r in (main, ctl))
+    result: dict[str, Any] = {
+        "decision_rule": CONTROL_RULE, "suspect": suspect, "fingerprint_digest": fp.digest(),
+        "control_digest": control.digest(), "threshold": decision["threshold"], "raw_critical_matches": k,
+        "cae_acc": main["cae_acc"], "control_cae_acc": ctl["cae_acc"], "matches": main["matches"],
+        "queries_used": main["queries_used"] + ctl["queries_used"],
+        # the fingerprint's own p-value test under its stored null, reported beside the decision
+        "fingerprint": {key: main[key] for key in ("verdict", "p_value", "p_value_kind", "critical_matches",
+                                                   "fingerprint_queries", "decoy_queries", "queries_lost_in_flight")},
+        "control": {key: ctl[key] for key in ("cae_acc", "matches", "fingerprint_queries", "queries_lost_in_flight")},
+    }
+    if not complete:
+        result.update(verdict="undecided", score=None, verdict_by=None,
+                      reason="the budget or lost queries left the fingerprint or the control set incomplete")
+        return result
+    score = main["cae_acc"] - ctl["cae_acc"]
+    by = {"score": score >= decision["threshold"], "raw_cae_acc": main["matches"] >= k}
+    result.update(verdict="stolen" if any(by.values()) else "independent", score=score, verdict_by=by,
+                  reason=f"score {score:+.3f} against the threshold {decision['threshold']:.3f}; "
+                         f"{main['matches']} of {n} matches against {k}")
+    return result
