@@ -5,6 +5,7 @@
     python benchmarks/quickstart_seeds.py --preset cifar10 --device cuda --bf16 --seeds 0 1 --data-dir PATH
     python benchmarks/quickstart_seeds.py --bf16 --seeds 0 1 2   # the default preset trained under CPU bf16 autocast
     python benchmarks/quickstart_seeds.py --preset cifar10 --device cuda --collect RUN_DIR ...  # runs made elsewhere
+    python benchmarks/quickstart_seeds.py --preset cifar10-cpu --cem-candidates correct --seeds 0 ...  # same models, another pool
 
 Runs `run_quickstart` (exactly what `conferprint quickstart` runs) once per seed into
 benchmarks/runs/quickstart-seed<N>/ (resumable: rerunning reuses finished models), then writes
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from conferprint._io import atomic_write_text
@@ -41,10 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect", nargs="+", default=None, metavar="RUN_DIR",
                    help="summarise these finished runs' results.json instead of running (their seeds are read from them)")
     p.add_argument("--note", default=None, help="a note stored with the result (e.g. how collected runs were made)")
+    p.add_argument("--cem-candidates", choices=["correct", "errors", "mixed"], default=None,
+                   help="override the preset's CEM candidate pool; the runs get their own folders (the preset's "
+                        "run's zoo copied in, so the same models are reused) and result files")
     args = p.parse_args(argv)
     config = PRESETS[args.preset]
     # runs on a GPU, or in bf16 on the CPU, get their own run folders and result files
     suffix = f"-{args.device}" if args.device != "cpu" else "-bf16" if args.bf16 else ""
+    base_suffix = suffix
+    if args.cem_candidates is not None and args.cem_candidates != config.cem.candidates:
+        config = replace(config, cem=replace(config.cem, candidates=args.cem_candidates))
+        suffix += f"-{args.cem_candidates}"
     stem = ("quickstart-seeds" if args.preset == "default" else f"quickstart-seeds-{args.preset}") + suffix
     runs = []
     sources = args.collect if args.collect is not None else args.seeds
@@ -60,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             seed = res["seed"]
         else:
             seed = item
-            run_name = (f"quickstart-seed{seed}" if args.preset == "default" else f"{args.preset}-seed{seed}") + suffix
-            res = run_quickstart(ROOT / "benchmarks" / "runs" / run_name, config, seed=seed, data_dir=args.data_dir,
+            stem_of_run = f"quickstart-seed{seed}" if args.preset == "default" else f"{args.preset}-seed{seed}"
+            run_dir, base_zoo = (ROOT / "benchmarks" / "runs" / f"{stem_of_run}{s}" for s in (suffix, base_suffix))
+            if run_dir != base_zoo and not (run_dir / "zoo").exists() and (base_zoo / "zoo").exists():
+                shutil.copytree(base_zoo / "zoo", run_dir / "zoo")  # the same models, another fingerprint
+            res = run_quickstart(run_dir, config, seed=seed, data_dir=args.data_dir,
                                  progress=False, device=args.device, amp=args.bf16)
         sep = res["separation"]
         wall = res["timings"]["total"] if args.collect is not None else time.perf_counter() - t
