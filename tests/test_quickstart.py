@@ -187,6 +187,11 @@ def test_calibrated_threshold_is_fitted_on_calibration_references_only(tiny_run,
     v = json.loads((tmp_path / "src.json").read_text())
     assert rc == 0 and v["verdict"] == "stolen" and v["verdict_by"] == {"score": False, "raw_cae_acc": True}
     assert v["score"] == pytest.approx(0.0)
+    from conferprint.verify.session import VerifyOptions  # a budget that cannot cover both sets: no verdict
+
+    short = verify_target(again_dir / "fingerprint.json", model=again_dir / "zoo" / "source.safetensors",
+                          arch=again["source"]["arch"], control=ctl, options=VerifyOptions(budget=10))
+    assert short["verdict"] == "undecided" and short["score"] is None and short["queries_used"] <= 20
     with pytest.raises(FingerprintError, match="control set's digest"):  # another control set is refused
         verify_target(again_dir / "fingerprint.json", model=again_dir / "zoo" / "source.safetensors",
                       arch=again["source"]["arch"], control=again_dir / "fingerprint.json")
