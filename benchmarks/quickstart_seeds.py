@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             seed = item
             stem_of_run = f"quickstart-seed{seed}" if args.preset == "default" else f"{args.preset}-seed{seed}"
-            run_dir, base_zoo = (ROOT / "benchmarks" / "runs" / f"{stem_of_run}{s}" for s in (suffix, base_suffix))
-            if run_dir != base_zoo and not (run_dir / "zoo").exists() and (base_zoo / "zoo").exists():
-                shutil.copytree(base_zoo / "zoo", run_dir / "zoo")  # the same models, another fingerprint
+            run_dir, base_dir = (ROOT / "benchmarks" / "runs" / f"{stem_of_run}{s}" for s in (suffix, base_suffix))
+            if run_dir != base_dir and not (run_dir / "zoo").exists() and (base_dir / "zoo").exists():
+                shutil.copytree(base_dir / "zoo", run_dir / "zoo")  # the same models, another fingerprint
             res = run_quickstart(run_dir, config, seed=seed, data_dir=args.data_dir,
                                  progress=False, device=args.device, amp=args.bf16)
         sep = res["separation"]

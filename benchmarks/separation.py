@@ -176,7 +176,7 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
                                              full.train_confer[:50], dict(full.manifest))
         meta["cem-pool-size50"] = {**meta["cem-pool"], "size": 50, "derived_from": "cem-pool (first 50 of its balanced order)",
                                    "held_out_confer": held_out_confer(fps["cem-pool-size50"], study.testing)}
-    rows = score_models(study.testing, fps, "testing", DEFAULT.threshold)
+    rows = score_models(study.testing, fps, "testing")
     results = {}
     for name in fps:
         res = {**meta[name], **summarize(rows, name), "per_arch": per_arch(rows, name)}

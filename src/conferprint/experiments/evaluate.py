@@ -314,9 +314,17 @@ def _load_stolen(zoo: Zoo, spec: ModelSpec):
 
 
 def _summarise(entry: AttackEntry, runs: list[dict], source_acc: float, margin: float, judge: Judge) -> dict[str, Any]:
-    ok = [r["test_acc"] >= source_acc - margin and r["verdict"] != "stolen" for r in runs]
+    kept = [r["test_acc"] >= source_acc - margin for r in runs]
+
+    def escaped(rule: str) -> list[bool]:  # per repeat: accuracy kept and not called stolen under ``rule``
+        return [k and r["verdicts"][rule] != "stolen" for k, r in zip(kept, runs)]
+
+    def removed_under(rule: str) -> bool:  # a removal: a majority of repeats escaped
+        return sum(escaped(rule)) * 2 > len(runs)
+
+    ok = escaped(judge.cfg.decision)  # r["verdict"] is r["verdicts"][decision]
     stolen = sum(r["verdict"] == "stolen" for r in runs)
-    removed = sum(ok) * 2 > len(runs)
+    removed = removed_under(judge.cfg.decision)
     expected = entry.attack.name in PAPER_REMOVES
     stat = [r[judge.statistic] for r in runs]
     return {
@@ -328,13 +336,11 @@ def _summarise(entry: AttackEntry, runs: list[dict], source_acc: float, margin: 
         "verdicts": [r["verdict"] for r in runs],
         "verdict_by_rule": {rule: "stolen" if sum(r["verdicts"][rule] == "stolen" for r in runs) * 2 >= len(runs)
                             else "not stolen" for rule in runs[0]["verdicts"]},
-        "accuracy_kept": [r["test_acc"] >= source_acc - margin for r in runs],
+        "accuracy_kept": kept,
         "removal_succeeded": removed, "removal_success_rate": sum(ok) / len(runs),
         "paper_expects_removal": expected, "agrees_with_paper": removed == expected,
         # the same judgement under every rule (a majority of repeats keeping accuracy and escaping that rule)
-        "agrees_with_paper_by_rule": {
-            rule: (sum(r["test_acc"] >= source_acc - margin and r["verdicts"][rule] != "stolen" for r in runs) * 2
-                   > len(runs)) == expected for rule in runs[0]["verdicts"]},
+        "agrees_with_paper_by_rule": {rule: removed_under(rule) == expected for rule in runs[0]["verdicts"]},
         "distance_to_threshold": statistics.fmean(stat) - judge.threshold if math.isfinite(judge.threshold) else None,
         "runs": runs,
     }

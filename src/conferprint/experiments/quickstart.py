@@ -32,8 +32,8 @@ from conferprint.experiments.zoo_builder import Group, Trained, ZooBuilder
 from conferprint.fingerprint import CEM, PGD, Fingerprint, FingerprintError, load_fingerprint, save_fingerprint
 from conferprint.fingerprint.artifact import add_decoys
 from conferprint.training import TrainConfig
-from conferprint.verify import model_oracle, roc_auc, separation_margin, separation_stats, verdict, verify_oracle
-from conferprint.verify.calibration import FamilyNull, control_difference, prediction_threshold
+from conferprint.verify import model_oracle, roc_auc, separation_margin, separation_stats, verify_oracle
+from conferprint.verify.calibration import FamilyNull, control_difference, prediction_threshold, verdict_by
 from conferprint.verify.null import NullModel
 from conferprint.verify.session import CONTROL_RULE, with_manifest, with_null
 from conferprint.zoo import Zoo
@@ -98,8 +98,14 @@ def _g(arch, role, labels, count, epochs, tag: str = "") -> Group:
 def _held_out(*arch_epochs: tuple[str, int]) -> tuple[Group, ...]:
     """The testing models of the CPU presets: per architecture (and its epochs) one surrogate on the
     source's soft labels and one on its hard labels, then two ground-truth references per architecture."""
-    return (tuple(_g(a, "surrogate", labels, 1, e) for a, e in arch_epochs for labels in ("soft", "hard"))
-            + tuple(_g(a, "reference", "ground_truth", 2, e) for a, e in arch_epochs))
+    return tuple(_g(a, "surrogate", labels, 1, e) for a, e in arch_epochs for labels in ("soft", "hard")) \
+        + _references(*arch_epochs)
+
+
+def _references(*arch_epochs: tuple[str, int]) -> tuple[Group, ...]:
+    """Two ground-truth references per architecture (and its epochs): the held-out references of
+    :func:`_held_out`, and the presets' calibration references (the same groups, trained on D1)."""
+    return tuple(_g(a, "reference", "ground_truth", 2, e) for a, e in arch_epochs)
 
 
 def _ensemble(*families: tuple[str, int, int, int]) -> tuple[Group, ...]:
@@ -183,7 +189,7 @@ DEFAULT = QuickstartConfig(
     # of seeds 0–2 (fp32, and bf16 with CEM in fp32) the fitted threshold called 2 of 48 held-out references and 39 of 48
     # surrogates stolen (docs/results/separation-summary.md §12). A raw CAEAcc significant at 1e-3 under the
     # same references' null also calls a suspect stolen: the control difference of a fine-tuned copy is ≈ 0.
-    calibration=tuple(_g(a, "reference", "ground_truth", 2, e) for a, e in _DEFAULT_HELD_OUT),
+    calibration=_references(*_DEFAULT_HELD_OUT),
     threshold="calibrated",
     threshold_alpha=0.05,
 )
@@ -240,7 +246,7 @@ CIFAR10_CPU = QuickstartConfig(
     pgd=replace(DEFAULT.pgd, eps=0.01, step_size=0.001),
     control=replace(DEFAULT.control, eps=0.02, step_size=0.002),
     score="control_diff",
-    calibration=tuple(_g(a, "reference", "ground_truth", 2, e) for a, e in _CIFAR_CPU_HELD_OUT),
+    calibration=_references(*_CIFAR_CPU_HELD_OUT),
     threshold="calibrated",
 )
 
@@ -397,9 +403,10 @@ def recorded_costs(study: Study, fps: dict[str, Fingerprint], timings: dict[str,
     return out
 
 
-def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str, threshold: float,
+def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str,
                  calibrated: FamilyNull | None = None, control: str | None = None) -> list[dict[str, Any]]:
-    """CAEAcc of every model on every fingerprint, through a labels-only oracle; ``fps['cem']`` decides.
+    """CAEAcc of every model on every fingerprint, through a labels-only oracle; ``fps['cem']`` decides
+    (the verdict at a threshold: :func:`decide`).
 
     With ``calibrated``, the decisive ``score`` is the per-family-null score of the CEM fingerprint;
     with ``control`` (a key of ``fps``), it is CAEAcc(cem) − CAEAcc(control)."""
@@ -418,7 +425,6 @@ def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str,
             scores["calibrated"] = cal["score"]
         elif control is not None:
             scores["calibrated"] = row["score"] = control_difference(main, scores[control])
-        row["verdict"] = verdict(row["score"], threshold)
         rows.append(row)
     return rows
 
@@ -427,9 +433,7 @@ def decide(row: dict[str, Any], threshold: float, n: int, raw_critical: int | No
     """Set ``row``'s verdict: stolen when its score reaches ``threshold``, or (with ``raw_critical``) when
     its raw CAEAcc on the ``n``-example fingerprint reaches ``raw_critical`` matches; ``verdict_by`` says
     which rule fired."""
-    by = {"score": row["score"] >= threshold}
-    if raw_critical is not None:
-        by["raw_cae_acc"] = round(row["cae_acc"] * n) >= raw_critical
+    by = verdict_by(row["score"], round(row["cae_acc"] * n), threshold, raw_critical)
     row["verdict"], row["verdict_by"] = ("stolen" if any(by.values()) else "independent"), by
 
 
@@ -507,7 +511,7 @@ def run_quickstart(
         probe = torch.cat([fp.inputs, *(b.inputs for b in baselines.values())])
         calibrated = FamilyNull(fp, probe, {m.name: (m.arch, model_oracle(m.model)) for m in study.calibration})
     control = ("control" if controls else "pgd") if config.score == "control_diff" else None
-    cal_rows = score_models(study.calibration, fps, "calibration", 0.0, calibrated, control)
+    cal_rows = score_models(study.calibration, fps, "calibration", calibrated, control)
     threshold_fit, raw_critical = None, None
     if config.threshold == "calibrated":
         threshold_fit = prediction_threshold([r["score"] for r in cal_rows], config.threshold_alpha)
@@ -524,10 +528,10 @@ def run_quickstart(
                                                  "null_mean": null.mean, "null": null.to_json()}
     else:
         threshold = float(config.threshold)
-    models = score_models(testing, fps, "testing", threshold, calibrated, control)
-    training_rows = (score_models(training, fps, "training", threshold, calibrated, control) + cal_rows
-                     + score_models(study.validation, fps, "validation", threshold, calibrated, control))
-    source_row = score_models([source], fps, "source", threshold)[0]
+    models = score_models(testing, fps, "testing", calibrated, control)
+    training_rows = (score_models(training, fps, "training", calibrated, control) + cal_rows
+                     + score_models(study.validation, fps, "validation", calibrated, control))
+    source_row = score_models([source], fps, "source")[0]
     for r in [*models, *training_rows, source_row]:
         decide(r, threshold, len(fp), raw_critical)
     timings["verify"] = time.perf_counter() - t

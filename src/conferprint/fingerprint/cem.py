@@ -51,7 +51,7 @@ class CEM:
     # (misclassified samples as a fingerprint: Guan et al., "Are You Stealing My Model?", ECCV 2022).
     candidates: Literal["correct", "errors", "mixed"] = "correct"
     # bf16 autocast in the optimisation (the members' forward and backward); the selection's Confer and the
-    # keys are computed in fp32. 1.6× faster per step on this project's CPU (benchmarks/cem_step.py --bf16)
+    # keys are computed in fp32. 1.22× faster per step on this project's CPU (median; benchmarks/cem_step.py --bf16)
     bf16: bool = False
 
     def __post_init__(self) -> None:

@@ -69,6 +69,16 @@ def prediction_threshold(scores: Sequence[float], alpha: float) -> dict[str, Any
             "n_references": r, "mean": mean, "sd": sd, "factor": factor, "scores": s}
 
 
+def verdict_by(score: float, matches: int, threshold: float, raw_critical: int | None = None) -> dict[str, bool]:
+    """Which rule calls a suspect stolen: ``score`` at or above ``threshold``, and (with ``raw_critical``) its
+    ``matches`` on the fingerprint at or above that critical count. Stolen when any of them holds: a
+    relative score is blind to near-copies, which follow the source on the control set too."""
+    by = {"score": score >= threshold}
+    if raw_critical is not None:
+        by["raw_cae_acc"] = matches >= raw_critical
+    return by
+
+
 def infer_family(suspect: torch.Tensor, calibration: Mapping[str, torch.Tensor], family_of: Mapping[str, str]) -> str:
     """Family of the calibration models whose answers on the probes agree most with ``suspect``'s (mean per family)."""
     if not calibration:
