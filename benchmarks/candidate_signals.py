@@ -49,7 +49,7 @@ SIGNALS = ("hard_confer", "soft_confer", "surrogate_transfer", "reference_non_tr
 
 def candidates(study, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The default's candidates optimised as `CEM.generate` does (same order, same random stream)."""
-    cem, src = replace(DEFAULT.cem, candidates="correct"), study.source.model
+    cem, src = replace(DEFAULT.cem, candidates="correct", steps=50), study.source.model  # 50 steps until stop 21
     surr = [m.model for m in study.training_role("surrogate")]
     refs = [m.model for m in study.training_role("reference")]
     gen = torch.Generator().manual_seed(seed)

@@ -23,7 +23,8 @@ parameters are those of the study's own fingerprint reads that file instead of g
   optimised with the source's label as the target and no β term, so that each stays one of the source's
   mistakes and becomes conferrable: a thief's surrogate learns the source's labels, mistakes included.
 - ``mixed``: 50 examples of ``correct``'s and 50 of ``errors``' (``CEM(candidates="mixed")``, the
-  default's CEM since stop 19).
+  default's CEM since stop 19); ``mixed-c1024``: the same from 1,024 candidates per pool instead of 2,048,
+  ``mixed-steps25``: with 25 Adam steps instead of 50 (each about half of CEM's cost: issue 7's budget).
 
 Then, on the ``correct`` fingerprint, **matched control sets**: PGD on the source from the fingerprint's
 own 100 originals (``k`` random starts each), targeted to each example's key or untargeted, as the
@@ -64,11 +65,14 @@ ROOT = Path(__file__).resolve().parents[1]
 STEM = "cem-variants-fashion-mnist"
 # The papers' candidate pool (inputs the source classifies correctly): the default until the "mixed" pool.
 # Every variant below is relative to it; every row but errors and mixed was measured when it was the default.
-BASE = replace(DEFAULT.cem, candidates="correct")
+BASE = replace(DEFAULT.cem, candidates="correct", steps=50)  # 50 Adam steps: the default until stop 21
 CEM_VARIANTS = {"correct": {}, "steps25": {"steps": 25}, "steps25-lr0.02": {"steps": 25, "lr": 0.02},
                 "dropout0.7": {"dropout": 0.7},
                 # the source's own mistakes on D1 as candidates, kept wrong; then half of each (the default now)
-                "errors": {"candidates": "errors"}, "mixed": {"candidates": "mixed"}}
+                "errors": {"candidates": "errors"}, "mixed": {"candidates": "mixed"},
+                # issue 7's CPU budget: the mixed pool at about half of CEM's cost (fewer candidates, or fewer steps)
+                "mixed-c1024": {"candidates": "mixed", "max_candidates": 1024},
+                "mixed-steps25": {"candidates": "mixed", "steps": 25}}
 NOISE = {"weight-noise-0.1": 0.1, "weight-noise-0.3": 0.3}
 # (random starts, eps, targeted)
 MATCHED = {"matched-targeted-0.05x1": (1, 0.05, True), "matched-targeted-0.05x5": (5, 0.05, True),

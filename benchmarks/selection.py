@@ -64,7 +64,7 @@ def run_seed(seed: int, eps_list: list[float], data_dir) -> dict:
         controls[name] = {m.name: float((predict_labels(m.model, ctl.inputs) == ctl.keys).float().mean()) for m in testing}
     out = {"seed": seed, "source_test_acc": study.source.meta["test_acc"], "settings": []}
     for eps in eps_list:
-        cem = CEM(eps=eps, steps=DEFAULT.cem.steps, target="conferrable", batch_size=BATCH)
+        cem = CEM(eps=eps, steps=50, target="conferrable", batch_size=BATCH)
         gen = torch.Generator().manual_seed(seed)  # the candidate order generate_fingerprint draws
         correct = (predict_labels(src, study.x1) == study.y1).nonzero().squeeze(1)
         order = correct[torch.randperm(len(correct), generator=gen)][:CANDIDATES]

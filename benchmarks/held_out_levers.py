@@ -1,0 +1,240 @@
+"""Two more levers on the held-out separation, measured on finished default studies (issue: separation).
+
+    python benchmarks/held_out_levers.py noise --studies seed0 seed1 seed2 seed0-bf16 seed1-bf16 seed2-bf16
+    python benchmarks/held_out_levers.py mixup --studies seed1 seed0 --members surrogates both
+
+Each study is a finished run of `benchmarks/quickstart_seeds.py` (benchmarks/runs/quickstart-<study>/:
+``seed<N>`` the fp32 default, ``seed<N>-bf16`` its bf16 draw); its models are reloaded, none is retrained.
+
+- ``noise`` — **queries averaged over Gaussian noise.** The score's spread within each group is about
+  the binomial noise of 100 answers (separation-summary §5). A verifier may ask each fingerprint and
+  control query ``k`` times with fresh Gaussian pixel noise of standard deviation σ and count the share
+  of answers equal to the key: a graded agreement from top-1 labels only, which might smooth examples
+  that sit on a suspect's decision boundary. The study's own fingerprint and control set (no new
+  generation); σ = 0 is the study itself.
+- ``mixup`` — **a training ensemble distilled on mixed inputs.** On clean test images the training
+  surrogates agree with the source no more than the training references do (§6): on D1 the source's
+  labels are ground truth for 92 % of the images. Surrogates distilled from the source on mixup
+  inputs (λ ~ U(0, 1) between two shifted D1 images, the target the source's probabilities on the
+  mixed image, or its top-1 label for the hard-label members; "function matching", Beyer et al., CVPR
+  2022) learn more of its function off its training images. ``surrogates``: only the 10 training
+  surrogates are replaced; ``both``: the 16 references too, trained on the same mixed inputs with mixed
+  ground-truth labels (so that CEM cannot key on the training recipe, as it did on the training length in
+  §6). Same architectures, epochs and seeds; then the default's CEM (mixed pool) on the new ensemble.
+
+Scored on the study's 8 + 8 testing models and, as a stricter count, against its 8 calibration
+references as well (16 independent references): calibrated score (CAEAcc − CAEAcc on the study's
+control set), AUC, margin, gap (mean surrogate − mean reference) and d′ (gap / pooled within-group sd).
+Writes benchmarks/results/held-out-levers-fashion-mnist.json (rows are kept across commands) and
+docs/results/held-out-levers-fashion-mnist.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from conferprint._io import atomic_write_text
+from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, prepare_study
+from conferprint.fingerprint import Fingerprint
+from conferprint.fingerprint.artifact import load_fingerprint
+from conferprint.training import TrainConfig, augment_batch, predict_labels, uses_channels_last
+from conferprint.verify import separation_stats
+from conferprint.zoo import ModelSpec, state_dict_for_save
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
+
+ROOT = Path(__file__).resolve().parents[1]
+STEM = "held-out-levers-fashion-mnist"
+SIGMAS = (0.0, 0.02, 0.05, 0.1)
+
+
+def study_of(name: str, data_dir):
+    """A finished default study (``seed<N>`` or ``seed<N>-bf16``): its folder and its models, reloaded."""
+    folder = ROOT / "benchmarks" / "runs" / f"quickstart-{name}"
+    if control_fingerprint(folder) is None:
+        raise SystemExit(f"{folder}: no finished default study; run benchmarks/quickstart_seeds.py first")
+    seed, amp = int(name.split("-")[0].removeprefix("seed")), name.endswith("-bf16")
+    return folder, seed, amp, prepare_study(DEFAULT, folder / "zoo", seed=seed, data_dir=data_dir, amp=amp)
+
+
+def agreement(model: nn.Module, fp: Fingerprint, sigma: float, k: int, gen: torch.Generator) -> float:
+    """Share of ``model``'s top-1 answers equal to the keys, over ``k`` noisy copies of every query."""
+    if sigma == 0:
+        return float((predict_labels(model, fp.inputs) == fp.keys).float().mean())
+    hits = [(predict_labels(model, (fp.inputs + sigma * torch.randn(fp.inputs.shape, generator=gen)).clamp(0, 1))
+             == fp.keys).float().mean() for _ in range(k)]
+    return float(torch.stack(hits).mean())
+
+
+def summary(rows: list[dict]) -> dict:
+    """Separation of the testing surrogates from the 8 testing references, and from those plus the
+    calibration references (16)."""
+    s = [r["score"] for r in rows if r["role"] == "surrogate"]
+    ref8 = [r["score"] for r in rows if r["role"] == "reference" and r["group"] == "testing"]
+    ref16 = ref8 + [r["score"] for r in rows if r["group"] == "calibration"]
+    out = {}
+    for key, refs in (("8", ref8), ("16", ref16)):
+        st = separation_stats(s, refs)
+        gap = st["mean_surrogate"] - st["mean_reference"]
+        sd = math.sqrt((np.var(s, ddof=1) + np.var(refs, ddof=1)) / 2)
+        out[key] = {"roc_auc": st["roc_auc"], "margin": st["margin"], "gap": gap, "d_prime": gap / sd}
+    return out
+
+
+def score(study, fp: Fingerprint, ctl: Fingerprint, sigma: float = 0.0, k: int = 1, seed: int = 0) -> list[dict]:
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    rows = []
+    for group, models in (("testing", study.testing), ("calibration", study.calibration)):
+        for m in models:
+            f, c = agreement(m.model, fp, sigma, k, gen), agreement(m.model, ctl, sigma, k, gen)
+            rows.append({"name": m.name, "group": group, "role": m.meta["role"], "cae_acc": f, "control": c,
+                         "score": f - c})
+    return rows
+
+
+def run_noise(name: str, data_dir, k: int) -> list[dict]:
+    folder, seed, _, study = study_of(name, data_dir)
+    fp, ctl = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
+    out = []
+    for sigma in SIGMAS:
+        rows = score(study, fp, ctl, sigma, k, seed)
+        out.append({"lever": "noise", "study": name, "setting": f"sigma={sigma}", "sigma": sigma,
+                    "queries_per_example": 1 if sigma == 0 else k, **summary(rows), "models": rows})
+    return out
+
+
+def mixup_train(spec: ModelSpec, source: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> nn.Module:
+    """``spec``'s model trained on mixup inputs: surrogates on the source's answers to the mixed image
+    (probabilities, or top-1 for hard-label ones), references on the mixed ground-truth labels. The zoo's
+    schedule (SGD, Nesterov, one-cycle), shifts and seed."""
+    cfg, model = TrainConfig(**spec.train), spec.build()
+    n, steps = len(x), math.ceil(len(x) / cfg.batch_size)
+    total = cfg.epochs * steps
+    warm = max(1, int(cfg.warmup * total))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    channels_last = uses_channels_last(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        gen = torch.Generator().manual_seed(spec.seed)
+        model.train()
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(n, generator=gen)
+            for i in range(0, n, cfg.batch_size):
+                idx = perm[i: i + cfg.batch_size]
+                xb = augment_batch(x[idx], cfg.shift, False, gen)
+                lam = torch.rand(len(idx), 1, 1, 1, generator=gen)
+                j = torch.randperm(len(idx), generator=gen)
+                xm = lam * xb + (1 - lam) * xb[j]
+                if spec.role == "surrogate":
+                    with torch.no_grad():
+                        p = F.softmax(source(xm), 1)
+                    target = p if spec.labels == "soft" else F.one_hot(p.argmax(1), p.shape[1]).float()
+                else:
+                    onehot, w = F.one_hot(y[idx], spec.num_classes).float(), lam.view(-1, 1)
+                    target = w * onehot + (1 - w) * onehot[j]
+                if channels_last:
+                    xm = xm.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    loss = -(target * F.log_softmax(model(xm), 1)).sum(1).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+    return model.eval()
+
+
+def run_mixup(name: str, data_dir, members: str) -> list[dict]:
+    folder, seed, amp, study = study_of(name, data_dir)
+    cache = folder / "mixup-members"  # the distilled members, reused by a rerun
+    cache.mkdir(exist_ok=True)
+    source = study.source.model.eval()
+    surr, refs, seconds = [], [], 0.0
+    for m in study.training:
+        role = m.meta["role"]
+        if role == "surrogate" or members == "both":
+            spec = ModelSpec.from_json(m.meta["spec"])
+            path = cache / f"{spec.name}.safetensors"
+            if path.exists():
+                model = spec.build()
+                model.load_state_dict(load_file(path))
+                model.eval()
+            else:
+                t = time.perf_counter()
+                model = mixup_train(spec, source, study.x1, study.y1, amp)
+                seconds += time.perf_counter() - t
+                save_file(state_dict_for_save(model), path)
+        else:
+            model = m.model
+        (surr if role == "surrogate" else refs).append(model)
+    x_test = study.data.x_test
+    on_source = predict_labels(source, x_test)
+    clean = [float((predict_labels(mm, x_test) == on_source).float().mean()) for mm in surr + refs]
+    cem = replace(DEFAULT.cem, bf16=amp, steps=50)  # the CEM of the studies it is compared with (50 steps until stop 21)
+    t = time.perf_counter()
+    fp = cem.generate(source, surr, refs, study.x1, study.y1, seed=seed, num_classes=study.data.num_classes)
+    cem_seconds = time.perf_counter() - t
+    rows = score(study, fp, control_fingerprint(folder))
+    return [{"lever": "mixup", "study": name, "setting": f"mixup {members}", "members": members,
+             "train_seconds": seconds, "cem_seconds": cem_seconds,
+             "clean_agreement_with_source": {"surrogates": clean[: len(surr)], "references": clean[len(surr):]},
+             **summary(rows), "models": rows}]
+
+
+def write_md(payload: dict, path: Path) -> None:
+    lines = ["# Held-out levers: noisy queries, a mixup-distilled training ensemble (Fashion-MNIST)", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
+             "Each row: the study's testing surrogates against its 8 testing references, and against those plus its 8 "
+             "calibration references (16). Score = CAEAcc − CAEAcc on the study's control set. `sigma=0` is the study "
+             "itself; `mixup` rows regenerate the fingerprint (the default's CEM) on the distilled ensemble.", "",
+             "| study | setting | AUC (8) | margin (8) | gap (8) | d′ (8) | AUC (16) | margin (16) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in payload["runs"]:
+        a, b = r["8"], r["16"]
+        lines.append(f"| {r['study']} | {r['setting']} | {a['roc_auc']:.3f} | {a['margin']:+.3f} | {a['gap']:.3f} | "
+                     f"{a['d_prime']:.2f} | {b['roc_auc']:.3f} | {b['margin']:+.3f} |")
+    mix = [r for r in payload["runs"] if r["lever"] == "mixup"]
+    if mix:
+        lines += ["", "Mixup rows: agreement with the source on the test images (mean over members), training and CEM time:", ""]
+        for r in mix:
+            c = r["clean_agreement_with_source"]
+            lines.append(f"- {r['study']}, {r['setting']}: surrogates {np.mean(c['surrogates']):.3f}, references "
+                         f"{np.mean(c['references']):.3f}; trained {r['train_seconds']:.0f} s (0 = reused), CEM {r['cem_seconds']:.0f} s")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("lever", choices=["noise", "mixup"])
+    p.add_argument("--studies", nargs="+", default=["seed0", "seed1", "seed2"])
+    p.add_argument("--members", nargs="+", choices=["surrogates", "both"], default=["surrogates", "both"])
+    p.add_argument("--k", type=int, default=8, help="noisy copies of every query (noise)")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    out = ROOT / "benchmarks" / "results" / f"{STEM}.json"
+    payload = open_log(out, "python benchmarks/held_out_levers.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    for name in args.studies:
+        rows = (run_noise(name, args.data_dir, args.k) if args.lever == "noise"
+                else [r for members in args.members for r in run_mixup(name, args.data_dir, members)])
+        for r in rows:
+            put_run(payload, r, key=lambda x: (x["lever"], x["study"], x["setting"]))
+        atomic_write_text(out, json.dumps(payload, indent=2))
+        write_md(payload, ROOT / "docs" / "results" / f"{STEM}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
