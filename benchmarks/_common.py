@@ -10,9 +10,14 @@ from pathlib import Path
 import torch
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import versions
+from dataclasses import replace
+
+from conferprint.experiments.quickstart import DEFAULT, versions
 
 ROOT = Path(__file__).resolve().parents[1]
+# The papers' candidate pool (inputs the source classifies correctly) at 50 Adam steps: the CEM the separation
+# benchmarks measured, the default's step count until stop 21 (25 since; docs/results/separation-summary.md §14).
+PAPERS_POOL_CEM = replace(DEFAULT.cem, candidates="correct", steps=50)
 
 
 def write_speed_result(script: str, argv: list[str] | None, stem: str, payload: dict) -> Path:

@@ -42,6 +42,8 @@ from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, pre
 from conferprint.training import predict_labels, predict_logits
 from conferprint.verify import separation_stats
 
+from _common import PAPERS_POOL_CEM
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = DEFAULT.cem.size
 SIGNALS = ("hard_confer", "soft_confer", "surrogate_transfer", "reference_non_transfer", "source_confidence")
@@ -49,7 +51,7 @@ SIGNALS = ("hard_confer", "soft_confer", "surrogate_transfer", "reference_non_tr
 
 def candidates(study, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The default's candidates optimised as `CEM.generate` does (same order, same random stream)."""
-    cem, src = replace(DEFAULT.cem, candidates="correct", steps=50), study.source.model  # 50 steps until stop 21
+    cem, src = PAPERS_POOL_CEM, study.source.model
     surr = [m.model for m in study.training_role("surrogate")]
     refs = [m.model for m in study.training_role("reference")]
     gen = torch.Generator().manual_seed(seed)

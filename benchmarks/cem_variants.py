@@ -58,6 +58,7 @@ from conferprint.fingerprint.generate import generate_fingerprint
 from conferprint.training import predict_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PAPERS_POOL_CEM  # noqa: E402
 from candidate_signals import agreement, as_fingerprint, auc_margin_cells, default_study  # noqa: E402  (the same scoring)
 from ensemble_families import open_log  # noqa: E402  (the same result log)
 
@@ -65,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEM = "cem-variants-fashion-mnist"
 # The papers' candidate pool (inputs the source classifies correctly): the default until the "mixed" pool.
 # Every variant below is relative to it; every row but errors and mixed was measured when it was the default.
-BASE = replace(DEFAULT.cem, candidates="correct", steps=50)  # 50 Adam steps: the default until stop 21
+BASE = PAPERS_POOL_CEM
 CEM_VARIANTS = {"correct": {}, "steps25": {"steps": 25}, "steps25-lr0.02": {"steps": 25, "lr": 0.02},
                 "dropout0.7": {"dropout": 0.7},
                 # the source's own mistakes on D1 as candidates, kept wrong; then half of each (the default now)

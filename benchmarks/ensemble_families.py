@@ -57,6 +57,7 @@ from conferprint.experiments.quickstart import DEFAULT, run_quickstart, versions
 from conferprint.experiments.zoo_builder import Group
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PAPERS_POOL_CEM  # noqa: E402
 from quickstart_seeds import from_nothing  # noqa: E402  (the benchmarks share one cost rule)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +145,7 @@ def run(variant: str, seed: int, data_dir) -> dict:
         shutil.copytree(base / "zoo", out / "zoo")
     # the papers' candidate pool, as every variant here was measured (the default's CEM until stop 19)
     config = replace(DEFAULT, preset=f"default+{variant}", training=VARIANTS[variant](DEFAULT.training),
-                     cem=replace(DEFAULT.cem, candidates="correct", steps=50))  # 50 steps until stop 21
+                     cem=PAPERS_POOL_CEM)
     config = CONFIG.get(variant, lambda c: c)(config)
     t = time.perf_counter()
     res = run_quickstart(out, config, seed=seed, data_dir=data_dir, progress=False)

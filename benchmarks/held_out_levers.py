@@ -41,18 +41,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from conferprint._io import atomic_write_text
 from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, prepare_study
 from conferprint.fingerprint import Fingerprint
 from conferprint.fingerprint.artifact import load_fingerprint
-from conferprint.training import TrainConfig, augment_batch, predict_labels, uses_channels_last
+from conferprint.training import TrainConfig, augment_batch, optimizer_and_schedule, predict_labels, uses_channels_last
 from conferprint.verify import separation_stats
-from conferprint.zoo import ModelSpec, state_dict_for_save
+from conferprint.zoo import ModelSpec, Zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PAPERS_POOL_CEM  # noqa: E402
 from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,17 +115,14 @@ def run_noise(name: str, data_dir, k: int) -> list[dict]:
     return out
 
 
-def mixup_train(spec: ModelSpec, source: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> nn.Module:
-    """``spec``'s model trained on mixup inputs: surrogates on the source's answers to the mixed image
-    (probabilities, or top-1 for hard-label ones), references on the mixed ground-truth labels. The zoo's
-    schedule (SGD, Nesterov, one-cycle), shifts and seed."""
-    cfg, model = TrainConfig(**spec.train), spec.build()
-    n, steps = len(x), math.ceil(len(x) / cfg.batch_size)
-    total = cfg.epochs * steps
-    warm = max(1, int(cfg.warmup * total))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+def mixup_train(model: nn.Module, spec: ModelSpec, source: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                amp: bool) -> dict:
+    """Train ``model`` (``spec``'s) in place on mixup inputs: surrogates on the source's answers to the mixed
+    image (probabilities, or top-1 for hard-label ones), references on the mixed ground-truth labels. The zoo's
+    optimiser and schedule, shifts and seed. Returns the metrics the zoo stores."""
+    t0 = time.perf_counter()
+    cfg, n = TrainConfig(**spec.train), len(x)
+    opt, sched = optimizer_and_schedule(model.parameters(), cfg, cfg.epochs * math.ceil(n / cfg.batch_size))
     channels_last = uses_channels_last(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
@@ -154,36 +151,29 @@ def mixup_train(spec: ModelSpec, source: nn.Module, x: torch.Tensor, y: torch.Te
                 loss.backward()
                 opt.step()
                 sched.step()
-    return model.eval()
+    return {"train_seconds": time.perf_counter() - t0}
 
 
 def run_mixup(name: str, data_dir, members: str) -> list[dict]:
     folder, seed, amp, study = study_of(name, data_dir)
-    cache = folder / "mixup-members"  # the distilled members, reused by a rerun
-    cache.mkdir(exist_ok=True)
+    zoo = Zoo(folder / "mixup-members")  # the distilled members, reused by a rerun
     source = study.source.model.eval()
     surr, refs, seconds = [], [], 0.0
     for m in study.training:
         role = m.meta["role"]
         if role == "surrogate" or members == "both":
             spec = ModelSpec.from_json(m.meta["spec"])
-            path = cache / f"{spec.name}.safetensors"
-            if path.exists():
-                model = spec.build()
-                model.load_state_dict(load_file(path))
-                model.eval()
-            else:
-                t = time.perf_counter()
-                model = mixup_train(spec, source, study.x1, study.y1, amp)
-                seconds += time.perf_counter() - t
-                save_file(state_dict_for_save(model), path)
+            spec = replace(spec, extra={**spec.extra, "mixup": "lambda~U(0,1)"})
+            model, meta, now = zoo.get_or_train(spec, lambda mm, sp=spec: mixup_train(mm, sp, source, study.x1,
+                                                                                     study.y1, amp))
+            seconds += meta["train_seconds"] if now else 0.0
         else:
             model = m.model
         (surr if role == "surrogate" else refs).append(model)
     x_test = study.data.x_test
     on_source = predict_labels(source, x_test)
     clean = [float((predict_labels(mm, x_test) == on_source).float().mean()) for mm in surr + refs]
-    cem = replace(DEFAULT.cem, bf16=amp, steps=50)  # the CEM of the studies it is compared with (50 steps until stop 21)
+    cem = replace(DEFAULT.cem, bf16=amp, steps=PAPERS_POOL_CEM.steps)  # the step count of the studies it is compared with
     t = time.perf_counter()
     fp = cem.generate(source, surr, refs, study.x1, study.y1, seed=seed, num_classes=study.data.num_classes)
     cem_seconds = time.perf_counter() - t

@@ -36,6 +36,8 @@ from conferprint.fingerprint.scores import confer, labels_of
 from conferprint.training import predict_labels
 from conferprint.verify import separation_stats
 
+from _common import PAPERS_POOL_CEM  # run as a script: its folder is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, CANDIDATES, BATCH = 100, 2048, 256
 CONTROLS = {"pgd0.1x100": (0.1, 100), "pgd0.1x500": (0.1, 500), "pgd0.05x500": (0.05, 500)}
@@ -64,7 +66,7 @@ def run_seed(seed: int, eps_list: list[float], data_dir) -> dict:
         controls[name] = {m.name: float((predict_labels(m.model, ctl.inputs) == ctl.keys).float().mean()) for m in testing}
     out = {"seed": seed, "source_test_acc": study.source.meta["test_acc"], "settings": []}
     for eps in eps_list:
-        cem = CEM(eps=eps, steps=50, target="conferrable", batch_size=BATCH)
+        cem = CEM(eps=eps, steps=PAPERS_POOL_CEM.steps, target="conferrable", batch_size=BATCH)
         gen = torch.Generator().manual_seed(seed)  # the candidate order generate_fingerprint draws
         correct = (predict_labels(src, study.x1) == study.y1).nonzero().squeeze(1)
         order = correct[torch.randperm(len(correct), generator=gen)][:CANDIDATES]

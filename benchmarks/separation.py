@@ -37,6 +37,8 @@ from conferprint.fingerprint.scores import confer, labels_of
 from conferprint.verify import model_oracle, separation_stats
 from conferprint.verify.calibration import FamilyNull
 
+from _common import PAPERS_POOL_CEM  # run as a script: its folder is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("separation")
 
@@ -117,7 +119,7 @@ def family_calibrated(fp, probe_inputs, testing, cal_refs) -> dict:
 def settings(first_seed: bool, confirm: list[str]) -> list[tuple[str, str, Any]]:
     """(name, ensemble, method). `cem-conferrable` was the quickstart's first default; the adopted
     default is `cem-pool-steps50-c1536` trimmed to fit 15 minutes (see quickstart.DEFAULT)."""
-    q = replace(DEFAULT.cem, candidates="correct", steps=50)  # the papers' candidate pool, as every setting here was measured
+    q = PAPERS_POOL_CEM  # the papers' candidate pool, as every setting here was measured
     all_settings = [
         ("pgd", "none", PGD(size=100, max_candidates=768)),
         ("cem-paper-weights-source-target", "quickstart", replace(q, alpha=1, beta=1, gamma=1, target="source")),

@@ -140,6 +140,18 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> tor
     return -(target * F.log_softmax(logits / temperature, dim=1)).sum(1).mean() * temperature**2
 
 
+def optimizer_and_schedule(params: Iterable[nn.Parameter], cfg: TrainConfig, total_steps: int
+                           ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """The study's optimiser: SGD with Nesterov momentum at ``cfg.lr``, a linear warm-up over
+    ``cfg.warmup`` of ``total_steps``, then a linear decay to 0 (one-cycle); step the schedule per batch."""
+    warm = max(1, int(cfg.warmup * total_steps))
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total_steps - s) / max(1, total_steps - warm))
+    )
+    return opt, sched
+
+
 def train_model(
     model: nn.Module,
     x: torch.Tensor,
@@ -178,17 +190,13 @@ def train_model(
     n = len(x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    warm = max(1, int(cfg.warmup * total))
     flip = x.shape[1] == 3 and x.shape[-1] >= 32
     channels_last = uses_channels_last(model)
     set_mode = set_mode or (lambda m: m.train())
     trainable = list(params) if params is not None else list(model.parameters())
     if not trainable:
         raise ValueError("nothing to train: the parameter list is empty")
-    opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
-    )
+    opt, sched = optimizer_and_schedule(trainable, cfg, total)
     history: list[float] = []
     set_mode(model)
     with torch.random.fork_rng(devices=[]):
