@@ -1,7 +1,8 @@
-"""Two more levers on the held-out separation, measured on finished default studies (issue: separation).
+"""Three more levers on the held-out separation, measured on finished default studies (issue: separation).
 
     python benchmarks/held_out_levers.py noise --studies seed0 seed1 seed2 seed0-bf16 seed1-bf16 seed2-bf16
     python benchmarks/held_out_levers.py mixup --studies seed1 seed0 --members surrogates both
+    python benchmarks/held_out_levers.py control --studies seed0 seed1 seed2 seed0-bf16 seed1-bf16 seed2-bf16
 
 Each study is a finished run of `benchmarks/quickstart_seeds.py` (benchmarks/runs/quickstart-<study>/:
 ``seed<N>`` the fp32 default, ``seed<N>-bf16`` its bf16 draw); its models are reloaded, none is retrained.
@@ -21,6 +22,16 @@ Each study is a finished run of `benchmarks/quickstart_seeds.py` (benchmarks/run
   surrogates are replaced; ``both``: the 16 references too, trained on the same mixed inputs with mixed
   ground-truth labels (so that CEM cannot key on the training recipe, as it did on the training length in
   §6). Same architectures, epochs and seeds; then the default's CEM (mixed pool) on the new ensemble.
+- ``control`` — **other control sets.** Within each group the calibrated score's spread is the binomial
+  noise of the fingerprint's 100 and the control's 500 answers (CAEAcc on the two sets correlates at
+  0.88–0.98 across the testing models of one group), so a control can only help by costing less noise or
+  less signal. ``source x2000``: the study's control recipe (untargeted PGD on the source, ε = 0.1, the
+  source's label as key) with 2,000 examples instead of 500. ``refs ...``: untargeted PGD at ε = 0.1 (20
+  steps of 0.01) on the 16 *training references* instead of the source — on their mean logits (``ens``)
+  or each example on one reference in turn (``member``) — keyed by the crafting references' label
+  (``key refs``) or by the source's (``key source``): a suspect's susceptibility to adversarial examples
+  of independent models, which should carry its architecture's level without the source's signal.
+  ``+ study``: the mean of that control's CAEAcc and the study's own control's.
 
 Scored on the study's 8 + 8 testing models and, as a stricter count, against its 8 calibration
 references as well (16 independent references): calibrated score (CAEAcc − CAEAcc on the study's
@@ -46,6 +57,7 @@ from torch import nn
 from conferprint._io import atomic_write_text
 from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, prepare_study
 from conferprint.fingerprint import Fingerprint
+from conferprint.fingerprint.baselines import iterative_gradient_attack
 from conferprint.fingerprint.artifact import load_fingerprint
 from conferprint.training import TrainConfig, augment_batch, optimizer_and_schedule, predict_labels, uses_channels_last
 from conferprint.verify import separation_stats
@@ -112,6 +124,70 @@ def run_noise(name: str, data_dir, k: int) -> list[dict]:
         rows = score(study, fp, ctl, sigma, k, seed)
         out.append({"lever": "noise", "study": name, "setting": f"sigma={sigma}", "sigma": sigma,
                     "queries_per_example": 1 if sigma == 0 else k, **summary(rows), "models": rows})
+    return out
+
+
+REF_CONTROL = {"eps": 0.1, "steps": 20, "size": 500}  # the training references' control sets (``control``)
+
+
+class MeanLogits(nn.Module):
+    """An ensemble as one model: the mean of its members' logits."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def reference_control(refs: list[nn.Module], source: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                      per_member: bool, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Untargeted PGD on the training references (their mean logits, or example i on reference i mod n) from
+    candidates ``x``; the first ``REF_CONTROL['size']`` examples the crafting model(s) now get wrong, keyed by
+    the crafting model's label (``refs``) and by the source's (``source``)."""
+    gen = torch.Generator().manual_seed(seed)
+    eps, steps = REF_CONTROL["eps"], REF_CONTROL["steps"]
+    crafters = refs if per_member else [MeanLogits(refs).eval()]
+    owner = torch.arange(len(x)) % len(crafters)
+    xa, key = torch.empty_like(x), torch.empty_like(y)
+    for j, m in enumerate(crafters):
+        sel = owner == j
+        xa[sel] = iterative_gradient_attack(m, x[sel], y[sel], eps=eps, step_size=eps / 10, steps=steps,
+                                            targeted=False, random_start=True, gen=gen)
+        key[sel] = predict_labels(m, xa[sel])
+    keep = torch.nonzero(key != y).flatten()[: REF_CONTROL["size"]]
+    xa, key = xa[keep], key[keep]
+    return {"refs": (xa, key), "source": (xa, predict_labels(source, xa))}
+
+
+def run_control(name: str, data_dir) -> list[dict]:
+    folder, seed, _, study = study_of(name, data_dir)
+    fp, ctl = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
+    t = time.perf_counter()
+    big = replace(DEFAULT.control, size=2000, max_candidates=8192).generate(
+        study.source.model, [], [], study.x1, study.y1, seed=seed + 100, num_classes=study.data.num_classes)
+    controls = {"source x2000": ((big.inputs, big.keys), time.perf_counter() - t)}
+    order = torch.randperm(len(study.x1), generator=torch.Generator().manual_seed(seed + 300))[: 2 * REF_CONTROL["size"]]
+    refs = [m.model for m in study.training_role("reference")]
+    for per_member in (False, True):
+        t = time.perf_counter()
+        made = reference_control(refs, study.source.model, study.x1[order], study.y1[order], per_member=per_member,
+                                 seed=seed + 400)
+        for key, pair in made.items():
+            controls[f"refs {'member' if per_member else 'ens'}, key {key}"] = (pair, time.perf_counter() - t)
+    base = score(study, fp, ctl)
+    out = [{"lever": "control", "study": name, "setting": "study's control (500)", **summary(base), "models": base}]
+    for label, ((xc, kc), seconds) in controls.items():
+        c = {(r["group"], r["name"]): float((predict_labels(m.model, xc) == kc).float().mean())
+             for r, m in zip(base, study.testing + study.calibration)}
+        for mix in (False,) if label == "source x2000" else (False, True):
+            rows = []
+            for r in base:
+                new = c[(r["group"], r["name"])]
+                rows.append({**r, "control_new": new, "score": r["cae_acc"] - ((new + r["control"]) / 2 if mix else new)})
+            out.append({"lever": "control", "study": name, "setting": label + (" + study" if mix else ""),
+                        "control_size": len(kc), "control_seconds": seconds, **summary(rows), "models": rows})
     return out
 
 
@@ -185,11 +261,12 @@ def run_mixup(name: str, data_dir, members: str) -> list[dict]:
 
 
 def write_md(payload: dict, path: Path) -> None:
-    lines = ["# Held-out levers: noisy queries, a mixup-distilled training ensemble (Fashion-MNIST)", "",
+    lines = ["# Held-out levers: noisy queries, a mixup-distilled training ensemble, other control sets (Fashion-MNIST)", "",
              "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
              "Each row: the study's testing surrogates against its 8 testing references, and against those plus its 8 "
              "calibration references (16). Score = CAEAcc − CAEAcc on the study's control set. `sigma=0` is the study "
-             "itself; `mixup` rows regenerate the fingerprint (the default's CEM) on the distilled ensemble.", "",
+             "itself; `mixup` rows regenerate the fingerprint (the default's CEM) on the distilled ensemble; `control` rows "
+             "keep the fingerprint and replace the control set (`+ study`: the mean of both controls' CAEAcc).", "",
              "| study | setting | AUC (8) | margin (8) | gap (8) | d′ (8) | AUC (16) | margin (16) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in payload["runs"]:
@@ -208,7 +285,7 @@ def write_md(payload: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("lever", choices=["noise", "mixup"])
+    p.add_argument("lever", choices=["noise", "mixup", "control"])
     p.add_argument("--studies", nargs="+", default=["seed0", "seed1", "seed2"])
     p.add_argument("--members", nargs="+", choices=["surrogates", "both"], default=["surrogates", "both"])
     p.add_argument("--k", type=int, default=8, help="noisy copies of every query (noise)")
@@ -217,8 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     out = ROOT / "benchmarks" / "results" / f"{STEM}.json"
     payload = open_log(out, "python benchmarks/held_out_levers.py " + " ".join(sys.argv[1:] if argv is None else argv))
     for name in args.studies:
-        rows = (run_noise(name, args.data_dir, args.k) if args.lever == "noise"
-                else [r for members in args.members for r in run_mixup(name, args.data_dir, members)])
+        if args.lever == "noise":
+            rows = run_noise(name, args.data_dir, args.k)
+        elif args.lever == "control":
+            rows = run_control(name, args.data_dir)
+        else:
+            rows = [r for members in args.members for r in run_mixup(name, args.data_dir, members)]
         for r in rows:
             put_run(payload, r, key=lambda x: (x["lever"], x["study"], x["setting"]))
         atomic_write_text(out, json.dumps(payload, indent=2))

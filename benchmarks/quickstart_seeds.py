@@ -6,6 +6,7 @@
     python benchmarks/quickstart_seeds.py --bf16 --seeds 0 1 2   # the default preset trained under CPU bf16 autocast
     python benchmarks/quickstart_seeds.py --preset cifar10 --device cuda --collect RUN_DIR ...  # runs made elsewhere
     python benchmarks/quickstart_seeds.py --preset cifar10-cpu --cem-candidates correct --seeds 0 ...  # same models, another pool
+    python benchmarks/quickstart_seeds.py --preset cifar10-cpu --cem-steps 25 --seeds 0 1 ...  # same models, other CEM steps
 
 Runs `run_quickstart` (exactly what `conferprint quickstart` runs) once per seed into
 benchmarks/runs/quickstart-seed<N>/ (resumable: rerunning reuses finished models), then writes
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cem-candidates", choices=["correct", "errors", "mixed"], default=None,
                    help="override the preset's CEM candidate pool; the runs get their own folders (the preset's "
                         "run's zoo copied in, so the same models are reused) and result files")
+    p.add_argument("--cem-steps", type=int, default=None,
+                   help="override the preset's CEM step count, like --cem-candidates (own folders, the same models)")
     args = p.parse_args(argv)
     config = PRESETS[args.preset]
     # runs on a GPU, or in bf16 on the CPU, get their own run folders and result files
@@ -55,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cem_candidates is not None and args.cem_candidates != config.cem.candidates:
         config = replace(config, cem=replace(config.cem, candidates=args.cem_candidates))
         suffix += f"-{args.cem_candidates}"
+    if args.cem_steps is not None and args.cem_steps != config.cem.steps:
+        if args.cem_steps < 1:
+            raise SystemExit(f"--cem-steps must be at least 1, got {args.cem_steps}")
+        config = replace(config, cem=replace(config.cem, steps=args.cem_steps))
+        suffix += f"-steps{args.cem_steps}"
     stem = ("quickstart-seeds" if args.preset == "default" else f"quickstart-seeds-{args.preset}") + suffix
     runs = []
     sources = args.collect if args.collect is not None else args.seeds
