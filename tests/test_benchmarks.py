@@ -32,3 +32,32 @@ def test_separation_benchmark_smoke_runs_every_setting(tmp_path):
         assert 0.0 <= s["roc_auc"] <= 1.0 and s["n_surrogates"] == 3 and s["n_references"] == 3
         assert s["min_surrogate"] - s["max_reference"] == pytest.approx(s["margin"], abs=1e-6)
     assert (out / "smoke.md").is_file() and (out / "separation-fashion-mnist-eps.png").is_file()
+
+
+def test_reference_control_is_crafted_on_the_references_and_keyed_both_ways():
+    """held_out_levers' control sets from the training references: inside the ε-ball, wrong for the model that
+    crafted each example (its key), and also keyed by the source's own answers."""
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from held_out_levers import REF_CONTROL, reference_control
+    from conferprint.training import predict_labels
+
+    torch.manual_seed(0)
+    refs = [nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10)) for _ in range(3)]
+    source = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    x, y = torch.rand(60, 1, 28, 28), torch.randint(0, 10, (60,))
+    for per_member in (False, True):
+        made = reference_control(refs, source, x, y, per_member=per_member, seed=1)
+        xa, key = made["refs"]
+        assert 0 < len(xa) <= REF_CONTROL["size"] and torch.equal(made["source"][0], xa)
+        assert torch.equal(made["source"][1], predict_labels(source, xa))
+        # each example is among the candidates' perturbations: find its original by the ε-ball
+        dist = (xa.flatten(1)[:, None, :] - x.flatten(1)[None]).abs().amax(-1)
+        orig = dist.argmin(1)
+        assert float(dist.min(1).values.max()) <= REF_CONTROL["eps"] + 1e-6
+        assert bool((key != y[orig]).all())  # kept only where the crafting model now answers wrong
+        if not per_member:  # the ensemble's answer is the key
+            ens = torch.stack([m(xa) for m in refs]).mean(0).argmax(1)
+            assert torch.equal(key, ens)
