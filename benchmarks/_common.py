@@ -7,17 +7,25 @@ import platform
 import sys
 from pathlib import Path
 
+from dataclasses import replace
+
+import numpy as np
 import torch
 
 from conferprint._io import atomic_write_text
-from dataclasses import replace
-
 from conferprint.experiments.quickstart import DEFAULT, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 # The papers' candidate pool (inputs the source classifies correctly) at 50 Adam steps: the CEM the separation
 # benchmarks measured, the default's step count until stop 21 (25 since; docs/results/separation-summary.md §14).
 PAPERS_POOL_CEM = replace(DEFAULT.cem, candidates="correct", steps=50)
+
+
+def d_prime(surrogates, references) -> tuple[float, float]:
+    """The separation benchmarks' steadier statistic than the margin: the gap (mean surrogate minus mean
+    reference score) and d′, the gap over the pooled within-group standard deviation."""
+    gap = float(np.mean(surrogates) - np.mean(references))
+    return gap, gap / float(np.sqrt((np.var(surrogates, ddof=1) + np.var(references, ddof=1)) / 2))
 
 
 def write_speed_result(script: str, argv: list[str] | None, stem: str, payload: dict) -> Path:

@@ -58,7 +58,7 @@ from conferprint.fingerprint.generate import generate_fingerprint
 from conferprint.training import predict_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PAPERS_POOL_CEM  # noqa: E402
+from _common import PAPERS_POOL_CEM, d_prime  # noqa: E402
 from candidate_signals import agreement, as_fingerprint, auc_margin_cells, default_study  # noqa: E402  (the same scoring)
 from ensemble_families import open_log  # noqa: E402  (the same result log)
 
@@ -115,8 +115,7 @@ class Seed:
             s["gap"] = s["mean_surrogate"] - s["mean_reference"]
         cal = agree.mean(1) - ctl
         out["calibrated_scores"] = cal.round(4).tolist()
-        sd = float(np.sqrt((np.var(cal[self.is_surr], ddof=1) + np.var(cal[~self.is_surr], ddof=1)) / 2))
-        out["calibrated"]["d_prime"] = out["calibrated"]["gap"] / sd
+        out["calibrated"]["d_prime"] = d_prime(cal[self.is_surr], cal[~self.is_surr])[1]
         return out
 
 

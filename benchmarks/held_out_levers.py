@@ -64,7 +64,7 @@ from conferprint.verify import separation_stats
 from conferprint.zoo import ModelSpec, Zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PAPERS_POOL_CEM  # noqa: E402
+from _common import PAPERS_POOL_CEM, d_prime  # noqa: E402
 from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,9 +99,8 @@ def summary(rows: list[dict]) -> dict:
     out = {}
     for key, refs in (("8", ref8), ("16", ref16)):
         st = separation_stats(s, refs)
-        gap = st["mean_surrogate"] - st["mean_reference"]
-        sd = math.sqrt((np.var(s, ddof=1) + np.var(refs, ddof=1)) / 2)
-        out[key] = {"roc_auc": st["roc_auc"], "margin": st["margin"], "gap": gap, "d_prime": gap / sd}
+        gap, dp = d_prime(s, refs)
+        out[key] = {"roc_auc": st["roc_auc"], "margin": st["margin"], "gap": gap, "d_prime": dp}
     return out
 
 
