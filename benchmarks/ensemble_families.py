@@ -4,6 +4,7 @@
     python benchmarks/ensemble_families.py --seeds 0 1 2 --variants long long-surrogates
     python benchmarks/ensemble_families.py --seeds 0 1 2 --variants validation
     python benchmarks/ensemble_families.py --seeds 0 1 2 3 4 --variants cnn-default
+    python benchmarks/ensemble_families.py --seeds 0 1 2 3 4 --variants hard-default soft-default
 
 The default preset's training ensemble holds 10 surrogates, 6 of them of the source's architecture
 (cnn_small), against 16 references; its best held-out reference is always a lenet_bn one and its
@@ -21,6 +22,10 @@ architectures to that ensemble and reruns the whole default study (`run_quicksta
 - ``cnn-default``: the same 4 `cnn` members with the default's CEM as it stands now (the mixed
   candidate pool, 25 steps) instead of the papers' pool at 50 steps; the held-out `cnn` references
   were the best-scoring references on most of the default's studies (separation-summary §15);
+- ``hard-default``, ``soft-default``: the members of ``hard`` and ``soft`` with the default's CEM. The
+  default's weakest held-out surrogates are hard-label ones of lenet_bn, mlp and cnn (§15), and its
+  ensemble holds no lenet_bn or mlp surrogate on hard labels; with the papers' pool these members
+  fixed raw CAEAcc's family level (§4);
 
 and two variants that change how well the ensemble is trained instead of what it holds (26 members):
 
@@ -90,18 +95,18 @@ def with_validation(config):
 
 # variant -> the training ensemble it makes of the default's
 VARIANTS = {"hard": _added(_HARD), "soft": _added(_SOFT), "hardsoft": _added(_HARD + _SOFT), "cnn": _added(_CNN),
-            "cnn-default": _added(_CNN),
+            "cnn-default": _added(_CNN), "hard-default": _added(_HARD), "soft-default": _added(_SOFT),
             "long": _longer(5, ("surrogate", "reference")), "long-surrogates": _longer(5, ("surrogate",)),
             "validation": lambda training: training}
 # variants that change more of the study than its training ensemble
 CONFIG = {"validation": with_validation}
 # variants measured with the default's CEM as it stands (the others: the papers' pool at 50 steps)
-CURRENT_CEM = {"cnn-default"}
+CURRENT_CEM = {"cnn-default", "hard-default", "soft-default"}
 
 
 def label(variant: str) -> str:
-    if variant == "cnn-default":
-        return "+ cnn, default CEM"
+    if variant in CURRENT_CEM:
+        return f"+ {variant.removesuffix('-default')}, default CEM"
     return f"+ {variant}" if variant in ("hard", "soft", "hardsoft", "cnn") else variant
 
 
@@ -148,9 +153,10 @@ def put_run(payload: dict, run: dict, key) -> None:
     payload["runs"] = sorted([x for x in payload["runs"] if key(x) != key(run)] + [run], key=key)
 
 
-def run(variant: str, seed: int, data_dir) -> dict:
-    out = ROOT / "benchmarks" / "runs" / f"ensemble-{variant}-seed{seed}"
-    base = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}"
+def run(variant: str, seed: int, data_dir, bf16: bool = False) -> dict:
+    suffix = "-bf16" if bf16 else ""  # a bf16 draw of the default study (quickstart_seeds.py --bf16)
+    out = ROOT / "benchmarks" / "runs" / f"ensemble-{variant}-seed{seed}{suffix}"
+    base = ROOT / "benchmarks" / "runs" / f"quickstart-seed{seed}{suffix}"
     if not (out / "zoo").exists() and (base / "zoo").exists():
         shutil.copytree(base / "zoo", out / "zoo")
     # the papers' candidate pool, as the first variants here were measured (the default's CEM until stop 19)
@@ -158,8 +164,8 @@ def run(variant: str, seed: int, data_dir) -> dict:
                      cem=DEFAULT.cem if variant in CURRENT_CEM else PAPERS_POOL_CEM)
     config = CONFIG.get(variant, lambda c: c)(config)
     t = time.perf_counter()
-    res = run_quickstart(out, config, seed=seed, data_dir=data_dir, progress=False)
-    entry = {"variant": variant, "seed": seed,
+    res = run_quickstart(out, config, seed=seed, data_dir=data_dir, progress=False, amp=bf16)
+    entry = {"variant": variant, "seed": seed, **({"bf16": True} if bf16 else {}),
              "training_members": sum(m["name"].startswith("train-") for m in res["training_models"]),
              "validation_members": sum(m["name"].startswith("val-") for m in res["training_models"]),
              "wall_seconds": time.perf_counter() - t, "from_nothing_seconds": from_nothing(res),
@@ -182,14 +188,15 @@ def write_md(payload: dict, path: Path) -> None:
              "surrogates only), or with 16 validation models ranking CEM's candidates (validation: members = the 26 training "
              "models, the validation models are not in the optimisation); same source, same 8 + 8 held-out testing models, "
              "same control settings; CEM: the papers' pool at 50 steps (the default's until stop 19), except in "
-             "'+ cnn, default CEM' (the default's mixed pool at 25 steps), each row after the default with its CEM. "
+             "'..., default CEM' rows (the default's mixed pool at 25 steps), each row after the default with its CEM. "
              "'calibrated' = CAEAcc(fingerprint) − CAEAcc(control), the default's score; 'raw' = CAEAcc. "
              "Margin = min(surrogate) − max(reference).", "",
              "| seed | ensemble | members | calibrated AUC | calibrated margin | raw AUC | raw margin | CEM s | from nothing s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    seeds = sorted({r["seed"] for r in payload["runs"]})
-    for seed in seeds:
-        runs = [r for r in payload["runs"] if r["seed"] == seed]
+    draws = sorted({(r.get("bf16", False), r["seed"]) for r in payload["runs"]})
+    for bf16, seed_no in draws:
+        runs = [r for r in payload["runs"] if (r.get("bf16", False), r["seed"]) == (bf16, seed_no)]
+        seed = f"{seed_no} bf16" if bf16 else seed_no
         shown = set()
         for r in runs:
             cem = "mixed pool, 25 steps" if r["variant"] in CURRENT_CEM else "papers' pool, 50 steps"
@@ -203,7 +210,8 @@ def write_md(payload: dict, path: Path) -> None:
                          f"{f(r['calibrated'], 'margin')} | {f(r['raw'], 'roc_auc')} | {f(r['raw'], 'margin')} | "
                          f"{r['cem_seconds']:.0f} | {r['from_nothing_seconds']:.0f} |")
     lines += per_model_lines(payload["runs"], "Raw CAEAcc per held-out model",
-                             lambda r: f"seed {r['seed']} {label(r['variant'])}", lambda m: f"{m['cae_acc']:.2f}")
+                             lambda r: f"seed {r['seed']}{' bf16' if r.get('bf16') else ''} {label(r['variant'])}",
+                             lambda m: f"{m['cae_acc']:.2f}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -212,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["hard", "soft", "hardsoft", "cnn"])
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--bf16", action="store_true", help="on the bf16 draws of the default study (training and CEM "
+                   "under bf16 autocast, as `quickstart_seeds.py --bf16`)")
     args = p.parse_args(argv)
     command = "python benchmarks/ensemble_families.py " + " ".join(argv if argv is not None else sys.argv[1:])
     path = ROOT / "benchmarks" / "results" / "ensemble-families-fashion-mnist.json"
@@ -219,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     order = list(VARIANTS)
     for seed in args.seeds:
         for variant in args.variants:
-            put_run(payload, run(variant, seed, args.data_dir), lambda x: (x["seed"], order.index(x["variant"])))
+            put_run(payload, run(variant, seed, args.data_dir, args.bf16),
+                    lambda x: (x.get("bf16", False), x["seed"], order.index(x["variant"])))
             atomic_write_text(path, json.dumps(payload, indent=2))
             write_md(payload, ROOT / "docs" / "results" / "ensemble-families-fashion-mnist.md")
     return 0
