@@ -3,6 +3,8 @@
     python benchmarks/held_out_levers.py noise --studies seed0 seed1 seed2 seed0-bf16 seed1-bf16 seed2-bf16
     python benchmarks/held_out_levers.py mixup --studies seed1 seed0 --members surrogates both
     python benchmarks/held_out_levers.py control --studies seed0 seed1 seed2 seed0-bf16 seed1-bf16 seed2-bf16
+    python benchmarks/held_out_levers.py unseen --studies seed0 seed1 seed2
+    python benchmarks/held_out_levers.py calibration --studies seed0 seed1 seed2 seed3 seed4 seed0-bf16 seed1-bf16 seed2-bf16
 
 Each study is a finished run of `benchmarks/quickstart_seeds.py` (benchmarks/runs/quickstart-<study>/:
 ``seed<N>`` the fp32 default, ``seed<N>-bf16`` its bf16 draw); its models are reloaded, none is retrained.
@@ -32,6 +34,20 @@ Each study is a finished run of `benchmarks/quickstart_seeds.py` (benchmarks/run
   (``key refs``) or by the source's (``key source``): a suspect's susceptibility to adversarial examples
   of independent models, which should carry its architecture's level without the source's signal.
   ``+ study``: the mean of that control's CAEAcc and the study's own control's.
+- ``unseen`` — **a training ensemble trained on images the source never saw.** The held-out surrogates learn
+  the source's answers on data it was not fitted to (D2), the training surrogates its answers on its own
+  training data (D1), where they are the ground truth for 92 % of the images (§6). Here the 26 members of the
+  default's ensemble (same architectures, labels and seeds' recipe) are trained on the 10,000 test images
+  instead, which the source never saw — the defender's held-back validation data — with three times their
+  epochs (the same number of optimiser steps), surrogates on the source's answers there, references on the
+  ground truth; then the default's CEM on the same D1 candidates.
+- ``calibration`` — **the verdict's calibration references.** The threshold is the upper 95 % prediction
+  bound of 8 D1 references' scores (§12); one low-scoring reference widens it (§15). ``12`` and ``16``: 3 or 4
+  references per held-out architecture instead of 2 (the first 2 are the study's own, the first 3 of the 16 are
+  the 12). ``8, origins left out``: 8 references
+  trained on D1 without the images the fingerprint's and the control's examples were made from (599–600) — like
+  an independent model, they never saw those images with their true labels. Each row: the threshold, the
+  references' mean and sd, and how many of the 8 + 8 testing models it calls stolen (score alone).
 
 Scored on the study's 8 + 8 testing models and, as a stricter count, against its 8 calibration
 references as well (16 independent references): calibrated score (CAEAcc − CAEAcc on the study's
@@ -56,11 +72,13 @@ from torch import nn
 
 from conferprint._io import atomic_write_text
 from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, prepare_study
+from conferprint.experiments.zoo_builder import ZooBuilder
 from conferprint.fingerprint import Fingerprint
 from conferprint.fingerprint.baselines import iterative_gradient_attack
 from conferprint.fingerprint.artifact import load_fingerprint
 from conferprint.training import TrainConfig, augment_batch, optimizer_and_schedule, predict_labels, uses_channels_last
 from conferprint.verify import separation_stats
+from conferprint.verify.calibration import prediction_threshold
 from conferprint.zoo import ModelSpec, Zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,6 +89,10 @@ ROOT = Path(__file__).resolve().parents[1]
 STEM = "held-out-levers-fashion-mnist"
 SIGMAS = (0.0, 0.02, 0.05, 0.1)
 
+# The studies as they were run: 8 calibration references (2 per held-out architecture; the default has 12 since
+# stop 23), so that the "16" columns of every row count the same 8 testing and 8 calibration references.
+STUDIED = replace(DEFAULT, calibration=tuple(replace(g, count=2) for g in DEFAULT.calibration))
+
 
 def study_of(name: str, data_dir):
     """A finished default study (``seed<N>`` or ``seed<N>-bf16``): its folder and its models, reloaded."""
@@ -78,7 +100,7 @@ def study_of(name: str, data_dir):
     if control_fingerprint(folder) is None:
         raise SystemExit(f"{folder}: no finished default study; run benchmarks/quickstart_seeds.py first")
     seed, amp = int(name.split("-")[0].removeprefix("seed")), name.endswith("-bf16")
-    return folder, seed, amp, prepare_study(DEFAULT, folder / "zoo", seed=seed, data_dir=data_dir, amp=amp)
+    return folder, seed, amp, prepare_study(STUDIED, folder / "zoo", seed=seed, data_dir=data_dir, amp=amp)
 
 
 def agreement(model: nn.Module, fp: Fingerprint, sigma: float, k: int, gen: torch.Generator) -> float:
@@ -259,6 +281,80 @@ def run_mixup(name: str, data_dir, members: str) -> list[dict]:
              **summary(rows), "models": rows}]
 
 
+def builder_for(study, zoo_dir: Path, seed: int, amp: bool) -> ZooBuilder:
+    """Trains (or reloads from ``zoo_dir``) extra models of ``study`` with the default's recipe."""
+    return ZooBuilder(Zoo(zoo_dir), study.data, DEFAULT.train, seed, amp=amp)
+
+
+UNSEEN_EPOCHS = 3  # 10,000 test images instead of 30,000 D1 ones: three times the epochs, the same steps
+
+
+def run_unseen(name: str, data_dir) -> list[dict]:
+    folder, seed, amp, study = study_of(name, data_dir)
+    b = builder_for(study, folder / "unseen-members", seed, amp)
+    x, y = study.data.x_test, study.data.y_test
+    jobs = [j for g in DEFAULT.training
+            for j in b.group_jobs("trainT", replace(g, epochs=g.epochs * UNSEEN_EPOCHS), "T", x, y, study.source)]
+    members = b.run_all(jobs)
+    surr = [m.model for m in members if m.meta["role"] == "surrogate"]
+    refs = [m.model for m in members if m.meta["role"] == "reference"]
+    t = time.perf_counter()
+    fp = replace(DEFAULT.cem, bf16=amp).generate(study.source.model, surr, refs, study.x1, study.y1, seed=seed,
+                                                  num_classes=study.data.num_classes)
+    cem_seconds = time.perf_counter() - t
+    rows = score(study, fp, control_fingerprint(folder))
+    return [{"lever": "unseen", "study": name, "setting": f"ensemble on the test images, x{UNSEEN_EPOCHS} epochs",
+             "train_seconds": float(sum(m.meta.get("train_seconds") or 0.0 for m in members)), "cem_seconds": cem_seconds,
+             **summary(rows), "models": rows}]
+
+
+def origins_in(x: torch.Tensor, *fps: Fingerprint) -> torch.Tensor:
+    """Indices into ``x`` of the clean images the examples of ``fps`` were made from (exact matches)."""
+    row = {x[i].numpy().tobytes(): i for i in range(len(x))}
+    found = [row.get(o.numpy().tobytes()) for fp in fps for o in fp.originals]
+    if any(i is None for i in found):
+        raise SystemExit("an example's original image is not among the candidates")
+    return torch.tensor(sorted(set(found)))
+
+
+def run_calibration(name: str, data_dir) -> list[dict]:
+    folder, seed, amp, study = study_of(name, data_dir)
+    fp, ctl = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
+    base = score(study, fp, ctl)
+    testing = [r for r in base if r["group"] == "testing"]
+    # 16: the same groups with 4 members each (members 0 and 1 are the study's own, from its zoo)
+    own = builder_for(study, folder / "zoo", seed, amp)
+    four = own.run_all([j for g in STUDIED.calibration
+                        for j in own.group_jobs("cal", replace(g, count=4), "D1", study.x1, study.y1, study.source)])
+    keep = torch.ones(len(study.x1), dtype=torch.bool)
+    dropped = origins_in(study.x1, fp, ctl)
+    keep[dropped] = False
+    b = builder_for(study, folder / "calibration-clean", seed, amp)
+    clean = b.run_all([j for g in STUDIED.calibration
+                       for j in b.group_jobs("calx", g, "D1x", study.x1[keep], study.y1[keep], study.source)])
+
+    def agree(m, f):
+        return float((predict_labels(m.model, f.inputs) == f.keys).float().mean())
+
+    out = []
+    three = [m for m in four if m.name[-1] in "012"]  # the first 3 of each group: ``count=3``, the default since stop 23
+    for setting, models in (("8 (the study's)", study.calibration), ("12 (3 per architecture)", three),
+                            ("16 (4 per architecture)", four),
+                            ("8, origins left out", clean)):
+        cal = [agree(m, fp) - agree(m, ctl) for m in models]
+        fit = prediction_threshold(cal, DEFAULT.threshold_alpha)
+        called = {role: sum(r["score"] >= fit["threshold"] for r in testing if r["role"] == role)
+                  for role in ("surrogate", "reference")}
+        out.append({"lever": "calibration", "study": name, "setting": setting, "threshold": fit["threshold"],
+                    "cal_mean": fit["mean"], "cal_sd": fit["sd"], "cal_scores": cal,
+                    "cal_models": [m.name for m in models], "surrogates_stolen": called["surrogate"],
+                    "references_stolen": called["reference"], "origins_left_out": len(dropped) if models is clean else 0,
+                    "new_train_seconds": float(sum(m.meta.get("train_seconds") or 0.0 for m in models
+                                                   if m.name not in {c.name for c in study.calibration})),
+                    **summary(base), "models": base})
+    return out
+
+
 def write_md(payload: dict, path: Path) -> None:
     lines = ["# Held-out levers: noisy queries, a mixup-distilled training ensemble, other control sets (Fashion-MNIST)", "",
              "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
@@ -268,7 +364,7 @@ def write_md(payload: dict, path: Path) -> None:
              "keep the fingerprint and replace the control set (`+ study`: the mean of both controls' CAEAcc).", "",
              "| study | setting | AUC (8) | margin (8) | gap (8) | d′ (8) | AUC (16) | margin (16) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in payload["runs"]:
+    for r in (x for x in payload["runs"] if x["lever"] != "calibration"):
         a, b = r["8"], r["16"]
         lines.append(f"| {r['study']} | {r['setting']} | {a['roc_auc']:.3f} | {a['margin']:+.3f} | {a['gap']:.3f} | "
                      f"{a['d_prime']:.2f} | {b['roc_auc']:.3f} | {b['margin']:+.3f} |")
@@ -279,12 +375,25 @@ def write_md(payload: dict, path: Path) -> None:
             c = r["clean_agreement_with_source"]
             lines.append(f"- {r['study']}, {r['setting']}: surrogates {np.mean(c['surrogates']):.3f}, references "
                          f"{np.mean(c['references']):.3f}; trained {r['train_seconds']:.0f} s (0 = reused), CEM {r['cem_seconds']:.0f} s")
+    cal = [r for r in payload["runs"] if r["lever"] == "calibration"]
+    if cal:
+        lines += ["", "Calibration rows (`calibration`): the verdict's threshold (upper 95 % prediction bound of the "
+                  "calibration references' scores) and the testing models it calls stolen by the score:", "",
+                  "| study | calibration references | mean | sd | threshold | surrogates stolen | references stolen |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in cal:
+            lines.append(f"| {r['study']} | {r['setting']} | {r['cal_mean']:+.3f} | {r['cal_sd']:.3f} | {r['threshold']:.3f} | "
+                         f"{r['surrogates_stolen']} / 8 | {r['references_stolen']} / 8 |")
+        for setting in dict.fromkeys(r["setting"] for r in cal):
+            rows = [r for r in cal if r["setting"] == setting]
+            lines.append(f"| all {len(rows)} | {setting} | | | | {sum(r['surrogates_stolen'] for r in rows)} / {8 * len(rows)} | "
+                         f"{sum(r['references_stolen'] for r in rows)} / {8 * len(rows)} |")
     path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("lever", choices=["noise", "mixup", "control"])
+    p.add_argument("lever", choices=["noise", "mixup", "control", "unseen", "calibration"])
     p.add_argument("--studies", nargs="+", default=["seed0", "seed1", "seed2"])
     p.add_argument("--members", nargs="+", choices=["surrogates", "both"], default=["surrogates", "both"])
     p.add_argument("--k", type=int, default=8, help="noisy copies of every query (noise)")
@@ -297,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = run_noise(name, args.data_dir, args.k)
         elif args.lever == "control":
             rows = run_control(name, args.data_dir)
+        elif args.lever == "unseen":
+            rows = run_unseen(name, args.data_dir)
+        elif args.lever == "calibration":
+            rows = run_calibration(name, args.data_dir)
         else:
             rows = [r for members in args.members for r in run_mixup(name, args.data_dir, members)]
         for r in rows:

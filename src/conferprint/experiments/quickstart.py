@@ -102,10 +102,10 @@ def _held_out(*arch_epochs: tuple[str, int]) -> tuple[Group, ...]:
         + _references(*arch_epochs)
 
 
-def _references(*arch_epochs: tuple[str, int]) -> tuple[Group, ...]:
-    """Two ground-truth references per architecture (and its epochs): the held-out references of
+def _references(*arch_epochs: tuple[str, int], count: int = 2) -> tuple[Group, ...]:
+    """``count`` ground-truth references per architecture (and its epochs): the held-out references of
     :func:`_held_out`, and the presets' calibration references (the same groups, trained on D1)."""
-    return tuple(_g(a, "reference", "ground_truth", 2, e) for a, e in arch_epochs)
+    return tuple(_g(a, "reference", "ground_truth", count, e) for a, e in arch_epochs)
 
 
 def _ensemble(*families: tuple[str, int, int, int]) -> tuple[Group, ...]:
@@ -186,8 +186,8 @@ DEFAULT = QuickstartConfig(
     # CAEAcc on the fingerprint minus CAEAcc on the PGD control set: the only score that came near
     # separating the groups (raw CAEAcc: AUC 0.71–0.84, margins ≤ −0.19).
     score="control_diff",
-    # The verdict's threshold: the upper 95 % prediction bound of the scores of 8 D1 references that
-    # generation never sees (two per held-out architecture, with its epochs). The fixed threshold 0 ("follows
+    # The verdict's threshold: the upper 95 % prediction bound of the scores of D1 references that
+    # generation never sees (three per held-out architecture, with its epochs; two until stop 23). The fixed threshold 0 ("follows
     # the source more on the fingerprint than on the control") called 6–7 of 8 held-out references stolen:
     # CEM's examples transfer to independent models a little more than the control does. On the six studies
     # of seeds 0–2 (fp32, and bf16 with CEM in fp32) the fitted threshold called 2 of 48 held-out references and 39 of 48
@@ -197,7 +197,11 @@ DEFAULT = QuickstartConfig(
     # (eight studies): 2 of 64 and 28 of 64; one low-scoring calibration reference on each new seed widened the
     # bound to 0.29 / 0.28 (§15). A raw CAEAcc significant at 1e-3 under the
     # same references' null also calls a suspect stolen: the control difference of a fine-tuned copy is ≈ 0.
-    calibration=_references(*_DEFAULT_HELD_OUT),
+    # count=3 (12 references, stop 23): on the same eight studies' scores, 12 references called 39 of 64 surrogates
+    # and 1 of 64 references stolen, 16 called 40 and 2, the study's 8 called 28 and 2; the extra 4 cost 36–44 s
+    # from nothing, 16 would cost twice that and take the quickstart past 10 minutes here
+    # (benchmarks/held_out_levers.py calibration; docs/results/separation-summary.md §16).
+    calibration=_references(*_DEFAULT_HELD_OUT, count=3),
     threshold="calibrated",
     threshold_alpha=0.05,
 )
