@@ -93,3 +93,41 @@ def test_default_calibration_has_three_references_per_held_out_architecture():
     assert {(g.arch, g.epochs) for g in DEFAULT.calibration} == archs
     assert all(g.count == 3 and g.role == "reference" and g.labels == "ground_truth" for g in DEFAULT.calibration)
     assert sum(g.count for g in STUDIED.calibration) == 8 and STUDIED.testing == DEFAULT.testing
+
+
+@pytest.mark.parametrize("pool", ["correct", "errors"])
+def test_cifar_levers_replays_cem_generate_candidate_for_candidate(digit_models, digits, pool):
+    """cifar_levers optimises each pool as CEM.generate does: its "hard" pick is CEM's fingerprint, example for
+    example (same keys, same training Confer, same answers of the testing models)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from conferprint.fingerprint import CEM
+    from conferprint.training import predict_labels
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cifar_levers
+
+    m = digit_models
+    half = len(digits.x_train) // 2  # the half the source never saw: it makes mistakes there
+    x, y = digits.x_train[half:], digits.y_train[half:]
+    wrap = SimpleNamespace
+    study = wrap(source=wrap(model=m["source"]), x1=x, y1=y,
+                 testing=[wrap(model=m["references"][1]), wrap(model=m["surrogates"][1])],
+                 training_role=lambda role: [wrap(model=x) for x in m["surrogates" if role == "surrogate" else "references"]])
+    cem = CEM(eps=0.1, steps=8, size=12, batch_size=32, max_candidates=96, target="conferrable", tau=0.5,
+              search="best", balance=False, candidates=pool)
+    fp = cem.generate(m["source"], m["surrogates"], m["references"], x, y, seed=3)
+    c = cifar_levers.optimise_pool(study, cem, 3)
+    idx = cifar_levers.pick(c, "hard", cem.size)
+    assert len(idx) == len(fp) and c["candidates"] == min(96, int(((predict_labels(m["source"], x) == y)
+                                                                  == (pool == "correct")).sum()))
+    assert torch.equal(fp.keys, torch.as_tensor(c["t"][idx]))
+    assert np.allclose(fp.train_confer.numpy(), c["hard"][idx])
+    agree = np.stack([(predict_labels(t.model, fp.inputs) == fp.keys).numpy() for t in study.testing])
+    assert (agree == c["agree"][:, idx]).all()
+    # the tie-break only reorders candidates of equal hard Confer
+    tb = cifar_levers.pick(c, "hard+soft", cem.size)
+    assert sorted(c["hard"][tb]) == sorted(c["hard"][idx])
