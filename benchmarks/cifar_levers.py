@@ -61,6 +61,7 @@ POOLS = {
     "correct-e0.025-s25": {"steps": 25},
 }
 RANKINGS = ("hard", "hard+soft", "soft")
+RANDOM_DRAWS = 200  # random picks of 100 kept candidates per pool, against which the rankings are read
 
 
 def run_dir(preset: str, seed: int) -> Path:
@@ -153,6 +154,17 @@ def fingerprints(cands: dict[str, dict], ctl: np.ndarray, is_surr: np.ndarray) -
                     continue
                 agree = np.concatenate([cands[p]["agree"][:, pick(cands[p], ranking, n)] for p, n in parts], axis=1)
                 out[f"{name}/{ranking}"] = score(agree, ctl, is_surr)
+    rng = np.random.default_rng(0)  # a fixed stream: the report is the same on every rerun
+    for name in ("correct-e0.025", "correct-e0.025-s25"):
+        if name in cands:  # the same pool's kept candidates picked at random: what a ranking is worth over chance
+            c = cands[name]
+            kept = np.flatnonzero(c["keep"])
+            draws = [score(c["agree"][:, rng.choice(kept, min(SIZE, len(kept)), replace=False)], ctl, is_surr)
+                     for _ in range(RANDOM_DRAWS)]
+            out[f"{name}/random"] = {
+                k: {stat: {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)), "p90": float(np.percentile(v, 90))}
+                    for stat in ("roc_auc", "margin", "d_prime") for v in [[d[k][stat] for d in draws]]}
+                for k in ("raw", "calibrated")}
     if "correct-e0.025-s25" in cands:
         for ranking in RANKINGS:
             c = cands["correct-e0.025-s25"]
@@ -161,7 +173,8 @@ def fingerprints(cands: dict[str, dict], ctl: np.ndarray, is_surr: np.ndarray) -
 
 
 def run(args) -> None:
-    config = PRESETS[args.preset]
+    # the levers are judged by AUC, margin and d′, which the verdict's threshold does not touch: no calibration models
+    config = replace(PRESETS[args.preset], calibration=(), threshold=0.0)
     if args.source_epochs is not None:
         config = replace(config, source_epochs=args.source_epochs)
     out = run_dir(args.preset, args.seed)
@@ -248,11 +261,20 @@ def write_md(payload: dict, path: Path) -> None:
                   "| --- | --- | " + " | ".join("---" for _ in RANKINGS) + " |"]
         for k, p in r["pools"].items():
             g = p["signals"]
-            cells = [("n/a" if g[x]["corr"] is None else f"{g[x]['corr']:+.3f}") + f" / {g[x]['top_power']:.3f}" for x in RANKINGS]
-            lines.append(f"| {k} | {g['mean_power_kept']:.3f} | " + " | ".join(cells) + " |")
+            def num(v, fmt=".3f"):
+                return "n/a" if v is None else format(v, fmt)
+            cells = [f"{num(g[x]['corr'], '+.3f')} / {num(g[x]['top_power'])}" for x in RANKINGS]
+            lines.append(f"| {k} | {num(g['mean_power_kept'])} | " + " | ".join(cells) + " |")
         lines += ["", "| fingerprint / ranking | AUC | margin | d′ | raw AUC | raw margin | raw d′ |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for k, f in [("plain PGD (baseline)", r["pgd"]), *r["fingerprints"].items()]:
             c, w = f["calibrated"], f["raw"]
+            if k.endswith("/random"):  # median [10th–90th percentile] over the random picks
+                def spread(x, st, fmt):
+                    return f"{format(x[st]['median'], fmt)} [{format(x[st]['p10'], fmt)}, {format(x[st]['p90'], fmt)}]"
+                lines.append(f"| {k} ({RANDOM_DRAWS} draws: median [p10, p90]) | {spread(c, 'roc_auc', '.3f')} | "
+                             f"{spread(c, 'margin', '+.3f')} | {spread(c, 'd_prime', '.2f')} | {spread(w, 'roc_auc', '.3f')} | "
+                             f"{spread(w, 'margin', '+.3f')} | {spread(w, 'd_prime', '.2f')} |")
+                continue
             lines.append(f"| {k} | {c['roc_auc']:.3f} | {c['margin']:+.3f} | {c['d_prime']:.2f} | {w['roc_auc']:.3f} | "
                          f"{w['margin']:+.3f} | {w['d_prime']:.2f} |")
         lines.append("")
