@@ -99,8 +99,8 @@ class Replay:
 
 
 def agreement(models, xa: torch.Tensor, t: torch.Tensor) -> np.ndarray:
-    """(models, candidates): 1 where the model gives the source's label."""
-    return torch.stack([(predict_labels(m.model, xa) == t).float() for m in models]).numpy()
+    """(models, candidates): 1 where the model gives the source's label (on any device; the result on the CPU)."""
+    return torch.stack([(predict_labels(m.model, xa) == t.to(xa.device)).float() for m in models]).cpu().numpy()
 
 
 def power(agree: np.ndarray, is_surr: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ from conferprint.verify import separation_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import d_prime  # noqa: E402
+from candidate_signals import agreement  # noqa: E402  (the same per-model answers)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "cifar-levers-cuda"
@@ -62,6 +63,7 @@ POOLS = {
 }
 RANKINGS = ("hard", "hard+soft", "soft")
 RANDOM_DRAWS = 200  # random picks of 100 kept candidates per pool, against which the rankings are read
+RANDOM_POOLS = ("correct-e0.025", "correct-e0.025-s25")  # the preset's CEM before and since stop 24
 
 
 def run_dir(preset: str, seed: int) -> Path:
@@ -99,7 +101,7 @@ def optimise_pool(study, cem, seed: int) -> dict[str, np.ndarray]:
     return {"y": y[order].cpu().numpy(), "t": t.cpu().numpy(), "keep": torch.cat(keeps).cpu().numpy(),
             "hard": torch.cat(hards).cpu().numpy(), "p_surr": probs_of_t(surr).astype(np.float16),
             "p_ref": probs_of_t(refs).astype(np.float16),
-            "agree": np.stack([(predict_labels(m.model, xa) == t.to(xa.device)).cpu().numpy() for m in study.testing]),
+            "agree": agreement(study.testing, xa, t).astype(bool),
             "seconds": np.array(seconds), "candidates": np.array(len(order))}
 
 
@@ -144,31 +146,34 @@ def score(agree: np.ndarray, ctl: np.ndarray, is_surr: np.ndarray) -> dict:
     return out
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": float(np.median(values)), "p10": float(np.percentile(values, 10)),
+            "p90": float(np.percentile(values, 90))}
+
+
 def fingerprints(cands: dict[str, dict], ctl: np.ndarray, is_surr: np.ndarray) -> dict[str, dict]:
+    """Every papers'-pool fingerprint under every ranking, ``mixed`` with the mistakes pool of the same settings where
+    it was run, and random picks of the preset's pools (``RANDOM_POOLS``)."""
     out = {}
-    for eps_tag in ("e0.025", "e0.01"):
+    rng = np.random.default_rng(0)  # a fixed stream: the report is the same on every rerun
+    for correct in (p for p in POOLS if p.startswith("correct-") and p in cands):
+        errors = correct.replace("correct-", "errors-", 1)
+        kinds = [(correct, [(correct, SIZE)])]
+        if errors in cands:
+            kinds.append((correct.replace("correct-", "mixed-", 1), [(correct, SIZE - SIZE // 2), (errors, SIZE // 2)]))
         for ranking in RANKINGS:
-            for name, parts in ((f"correct-{eps_tag}", [(f"correct-{eps_tag}", SIZE)]),
-                                (f"mixed-{eps_tag}", [(f"correct-{eps_tag}", SIZE - SIZE // 2), (f"errors-{eps_tag}", SIZE // 2)])):
-                if not all(p in cands for p, _ in parts):
-                    continue
+            for name, parts in kinds:
                 agree = np.concatenate([cands[p]["agree"][:, pick(cands[p], ranking, n)] for p, n in parts], axis=1)
                 out[f"{name}/{ranking}"] = score(agree, ctl, is_surr)
-    rng = np.random.default_rng(0)  # a fixed stream: the report is the same on every rerun
-    for name in ("correct-e0.025", "correct-e0.025-s25"):
-        if name in cands:  # the same pool's kept candidates picked at random: what a ranking is worth over chance
-            c = cands[name]
-            kept = np.flatnonzero(c["keep"])
-            draws = [score(c["agree"][:, rng.choice(kept, min(SIZE, len(kept)), replace=False)], ctl, is_surr)
-                     for _ in range(RANDOM_DRAWS)]
-            out[f"{name}/random"] = {
-                k: {stat: {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)), "p90": float(np.percentile(v, 90))}
-                    for stat in ("roc_auc", "margin", "d_prime") for v in [[d[k][stat] for d in draws]]}
-                for k in ("raw", "calibrated")}
-    if "correct-e0.025-s25" in cands:
-        for ranking in RANKINGS:
-            c = cands["correct-e0.025-s25"]
-            out[f"correct-e0.025-s25/{ranking}"] = score(c["agree"][:, pick(c, ranking, SIZE)], ctl, is_surr)
+        if correct not in RANDOM_POOLS:
+            continue
+        # the same pool's kept candidates picked at random: what a ranking is worth over chance
+        c = cands[correct]
+        kept = np.flatnonzero(c["keep"])
+        draws = [score(c["agree"][:, rng.choice(kept, min(SIZE, len(kept)), replace=False)], ctl, is_surr)
+                 for _ in range(RANDOM_DRAWS)]
+        out[f"{correct}/random"] = {k: {stat: spread([d[k][stat] for d in draws]) for stat in ("roc_auc", "margin", "d_prime")}
+                                    for k in ("raw", "calibrated")}
     return out
 
 
@@ -188,10 +193,6 @@ def run(args) -> None:
     pgd_fp, _ = _make_fingerprint(config.pgd, "fingerprint-pgd", out, study.source, [], [], study.x1, study.y1,
                                   args.seed, nc, False)
 
-    def agreement(fp) -> np.ndarray:
-        return np.stack([(predict_labels(m.model, fp.inputs) == fp.keys.to(fp.inputs.device)).cpu().numpy()
-                         for m in study.testing])
-
     meta = {"preset": args.preset, "seed": args.seed, "bf16": args.bf16, "source_epochs": config.source_epochs,
             "source_test_acc": study.source.meta["test_acc"], "study_seconds_this_run": study_s,
             "recorded_model_seconds": {k: sum(m.meta.get("train_seconds", 0) for m in v) for k, v in
@@ -199,7 +200,8 @@ def run(args) -> None:
             "testing": [{"name": m.name, "arch": m.arch, "role": m.meta["role"], "test_acc": m.meta["test_acc"]}
                         for m in study.testing],
             "training_test_acc": {m.name: m.meta["test_acc"] for m in study.training},
-            "control_agreement": agreement(ctl_fp).mean(1).tolist(), "pgd_agree": agreement(pgd_fp).tolist(),
+            "control_agreement": agreement(study.testing, ctl_fp.inputs, ctl_fp.keys).mean(1).tolist(),
+            "pgd_agree": agreement(study.testing, pgd_fp.inputs, pgd_fp.keys).astype(bool).tolist(),
             "versions": versions()}
     atomic_write_text(out / "levers" / "meta.json", json.dumps(meta, indent=2))
     cem = replace(config.cem, bf16=True) if args.bf16 else config.cem
@@ -241,6 +243,14 @@ def report(dirs: list[Path], command: str, note: str | None = None) -> dict:
     return {"command": command, "note": note, "runs": runs}
 
 
+def num(v: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def spread_cell(x: dict, stat: str, fmt: str) -> str:
+    return f"{format(x[stat]['median'], fmt)} [{format(x[stat]['p10'], fmt)}, {format(x[stat]['p90'], fmt)}]"
+
+
 def write_md(payload: dict, path: Path) -> None:
     lines = ["# CIFAR-10 at the paper's scale: CEM levers on one GPU", "", f"Command: `{payload['command']}`", "",
              *([payload["note"], ""] if payload.get("note") else []),
@@ -261,19 +271,16 @@ def write_md(payload: dict, path: Path) -> None:
                   "| --- | --- | " + " | ".join("---" for _ in RANKINGS) + " |"]
         for k, p in r["pools"].items():
             g = p["signals"]
-            def num(v, fmt=".3f"):
-                return "n/a" if v is None else format(v, fmt)
             cells = [f"{num(g[x]['corr'], '+.3f')} / {num(g[x]['top_power'])}" for x in RANKINGS]
             lines.append(f"| {k} | {num(g['mean_power_kept'])} | " + " | ".join(cells) + " |")
         lines += ["", "| fingerprint / ranking | AUC | margin | d′ | raw AUC | raw margin | raw d′ |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for k, f in [("plain PGD (baseline)", r["pgd"]), *r["fingerprints"].items()]:
             c, w = f["calibrated"], f["raw"]
             if k.endswith("/random"):  # median [10th–90th percentile] over the random picks
-                def spread(x, st, fmt):
-                    return f"{format(x[st]['median'], fmt)} [{format(x[st]['p10'], fmt)}, {format(x[st]['p90'], fmt)}]"
-                lines.append(f"| {k} ({RANDOM_DRAWS} draws: median [p10, p90]) | {spread(c, 'roc_auc', '.3f')} | "
-                             f"{spread(c, 'margin', '+.3f')} | {spread(c, 'd_prime', '.2f')} | {spread(w, 'roc_auc', '.3f')} | "
-                             f"{spread(w, 'margin', '+.3f')} | {spread(w, 'd_prime', '.2f')} |")
+                lines.append(f"| {k} ({RANDOM_DRAWS} draws: median [p10, p90]) | {spread_cell(c, 'roc_auc', '.3f')} | "
+                             f"{spread_cell(c, 'margin', '+.3f')} | {spread_cell(c, 'd_prime', '.2f')} | "
+                             f"{spread_cell(w, 'roc_auc', '.3f')} | {spread_cell(w, 'margin', '+.3f')} | "
+                             f"{spread_cell(w, 'd_prime', '.2f')} |")
                 continue
             lines.append(f"| {k} | {c['roc_auc']:.3f} | {c['margin']:+.3f} | {c['d_prime']:.2f} | {w['roc_auc']:.3f} | "
                          f"{w['margin']:+.3f} | {w['d_prime']:.2f} |")
