@@ -165,3 +165,29 @@ def test_linear_scaling_rule_for_large_batches(digits):
     m = build_model("digits_cnn", in_channels=1, num_classes=10, seed=0)
     train_model(m, digits.x_train, digits.y_train, big, seed=0)
     assert accuracy(m, digits.x_test, digits.y_test) > 0.9
+
+
+def test_augmentation_gathers_the_shifted_and_flipped_pixels():
+    """apply_augmentation (one gather) against the definition, sample by sample: pad by ``shift``, crop at
+    ``(dy, dx)``, then flip horizontally where ``mask``; with and without each part."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(40, 3, 9, 7, generator=g)
+    dy, dx, mask = torch.randint(0, 5, (40,), generator=g), torch.randint(0, 5, (40,), generator=g), torch.rand(40, generator=g) < 0.5
+
+    def by_hand(dy, dx, mask):
+        out = []
+        for i in range(len(x)):
+            xi = x[i]
+            if dy is not None:
+                p = torch.nn.functional.pad(xi, (2, 2, 2, 2))
+                xi = p[:, int(dy[i]): int(dy[i]) + 9, int(dx[i]): int(dx[i]) + 7]
+            if mask is not None and mask[i]:
+                xi = xi.flip(2)
+            out.append(xi)
+        return torch.stack(out)
+
+    for args in ((dy, dx, mask), (dy, dx, None), (None, None, mask)):
+        assert torch.equal(apply_augmentation(x, 2, *args), by_hand(*args))
+    assert torch.equal(apply_augmentation(x, 2, None, None, None), x)
+    assert not torch.equal(apply_augmentation(x, 2, dy, dx, mask), x)
+
