@@ -5,6 +5,7 @@
     python benchmarks/held_out_levers.py control --studies seed0 seed1 seed2 seed0-bf16 seed1-bf16 seed2-bf16
     python benchmarks/held_out_levers.py unseen --studies seed0 seed1 seed2
     python benchmarks/held_out_levers.py calibration --studies seed0 seed1 seed2 seed3 seed4 seed0-bf16 seed1-bf16 seed2-bf16
+    python benchmarks/held_out_levers.py statistic --studies seed0 seed1 ... seed8 seed0-bf16 seed1-bf16 seed2-bf16
 
 Each study is a finished run of `benchmarks/quickstart_seeds.py` (benchmarks/runs/quickstart-<study>/:
 ``seed<N>`` the fp32 default, ``seed<N>-bf16`` its bf16 draw); its models are reloaded, none is retrained.
@@ -48,6 +49,15 @@ Each study is a finished run of `benchmarks/quickstart_seeds.py` (benchmarks/run
   trained on D1 without the images the fingerprint's and the control's examples were made from (599–600) — like
   an independent model, they never saw those images with their true labels. Each row: the threshold, the
   references' mean and sd, and how many of the 8 + 8 testing models it calls stolen (score alone).
+
+- ``statistic`` — **other scores from the same answers.** The score subtracts the control's CAEAcc with
+  weight 1; the study's 8 calibration references (never seen by generation, never among the testing models)
+  could fit a better one: the slope of fingerprint CAEAcc on control CAEAcc across them (``fp − b·control``),
+  or per-example weights that count less an example many independent models follow (``1 − p``, ``p`` the
+  calibration references' agreement with the key, shrunk by a prior of 0.5 each way), on the fingerprint
+  alone or on both sets, or dropping the examples that more than half of them follow. Fixed slopes 0.75 and
+  1.25 show how flat the optimum is (a diagnostic: they are not fitted without the testing models' help).
+  Scored on the 8 + 8 testing models only: the calibration references fit the statistic.
 
 Scored on the study's 8 + 8 testing models and, as a stricter count, against its 8 calibration
 references as well (16 independent references): calibrated score (CAEAcc − CAEAcc on the study's
@@ -352,9 +362,51 @@ def run_calibration(name: str, data_dir) -> list[dict]:
     return out
 
 
+def answers(models, fp: Fingerprint) -> torch.Tensor:
+    """Which of ``fp``'s examples each model answers with the key: (models, examples), float."""
+    return torch.stack([(predict_labels(m.model, fp.inputs) == fp.keys).float() for m in models])
+
+
+def statistic_scores(f: torch.Tensor, c: torch.Tensor, cal_f: torch.Tensor, cal_c: torch.Tensor
+                     ) -> tuple[dict[str, torch.Tensor], float]:
+    """The ``statistic`` lever's scores of the models whose answers on the fingerprint and the control are ``f``
+    and ``c``, each fitted on the calibration references' answers ``cal_f`` and ``cal_c`` only; and the fitted slope."""
+    r = len(cal_f)
+    fa, ca = cal_f.mean(1), cal_c.mean(1)
+    b = float(((ca - ca.mean()) * (fa - fa.mean())).sum() / ((ca - ca.mean()) ** 2).sum().clamp_min(1e-12))
+    w_f, w_c = 1 - (cal_f.sum(0) + 0.5) / (r + 1), 1 - (cal_c.sum(0) + 0.5) / (r + 1)
+    weighted = lambda a, w: (a * w).sum(1) / w.sum()  # noqa: E731
+    keep = cal_f.mean(0) <= 0.5
+    return {"difference (the study's)": f.mean(1) - c.mean(1),
+            "fp − b·control, b fitted on the calibration references": f.mean(1) - b * c.mean(1),
+            "fp − 0.75·control (diagnostic)": f.mean(1) - 0.75 * c.mean(1),
+            "fp − 1.25·control (diagnostic)": f.mean(1) - 1.25 * c.mean(1),
+            "fp weighted by 1 − p, − control": weighted(f, w_f) - c.mean(1),
+            "fp and control weighted by 1 − p": weighted(f, w_f) - weighted(c, w_c),
+            "fp without examples p > 0.5, − control": f[:, keep].mean(1) - c.mean(1)}, b
+
+
+def run_statistic(name: str, data_dir) -> list[dict]:
+    folder, _, _, study = study_of(name, data_dir)
+    fp, ctl = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
+    roles = [m.meta["role"] for m in study.testing]
+    scores, slope = statistic_scores(answers(study.testing, fp), answers(study.testing, ctl),
+                               answers(study.calibration, fp), answers(study.calibration, ctl))
+    out = []
+    for order, (setting, sc) in enumerate(scores.items()):
+        pos = [float(v) for v, r in zip(sc, roles) if r == "surrogate"]
+        neg = [float(v) for v, r in zip(sc, roles) if r == "reference"]
+        st = separation_stats(pos, neg)
+        gap, dp = d_prime(pos, neg)
+        out.append({"lever": "statistic", "study": name, "setting": setting, "order": order, "slope": slope,
+                    "8": {"roc_auc": st["roc_auc"], "margin": st["margin"], "gap": gap, "d_prime": dp},
+                    "scores": {m.name: float(v) for m, v in zip(study.testing, sc)}})
+    return out
+
+
 def write_md(payload: dict, path: Path) -> None:
     lines = ["# Held-out levers: noisy queries, a mixup-distilled training ensemble, other control sets, an ensemble on "
-             "unseen images, the calibration references (Fashion-MNIST)", "",
+             "unseen images, the calibration references, other statistics (Fashion-MNIST)", "",
              "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
              "Each row: the study's testing surrogates against its 8 testing references, and against those plus its 8 "
              "calibration references (16). Score = CAEAcc − CAEAcc on the study's control set. `sigma=0` is the study "
@@ -363,7 +415,7 @@ def write_md(payload: dict, path: Path) -> None:
              "regenerates it on an ensemble trained on the test images.", "",
              "| study | setting | AUC (8) | margin (8) | gap (8) | d′ (8) | AUC (16) | margin (16) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in (x for x in payload["runs"] if x["lever"] != "calibration"):
+    for r in (x for x in payload["runs"] if x["lever"] not in ("calibration", "statistic")):
         a, b = r["8"], r["16"]
         lines.append(f"| {r['study']} | {r['setting']} | {a['roc_auc']:.3f} | {a['margin']:+.3f} | {a['gap']:.3f} | "
                      f"{a['d_prime']:.2f} | {b['roc_auc']:.3f} | {b['margin']:+.3f} |")
@@ -387,12 +439,30 @@ def write_md(payload: dict, path: Path) -> None:
             rows = [r for r in cal if r["setting"] == setting]
             lines.append(f"| all {len(rows)} | {setting} | | | | {sum(r['surrogates_stolen'] for r in rows)} / {8 * len(rows)} | "
                          f"{sum(r['references_stolen'] for r in rows)} / {8 * len(rows)} |")
+    stat = [r for r in payload["runs"] if r["lever"] == "statistic"]
+    if stat:
+        studies = sorted(dict.fromkeys(r["study"] for r in stat),
+                         key=lambda n: (n.endswith("-bf16"), int(n.split("-")[0].removeprefix("seed"))))
+        lines += ["", "Statistic rows (`statistic`): other scores from the same answers, fitted on the study's 8 calibration "
+                  "references; AUC / margin / d′ on the 8 + 8 testing models, and over the studies: how many meet the goal "
+                  "(AUC ≥ 0.95, margin > 0) and the mean d′. Slopes fitted: " + ", ".join(
+                      f"{n} {r['slope']:.2f}" for n in studies for r in stat
+                      if r["study"] == n and r["setting"].startswith("fp − b")) + ".", "",
+                  "| statistic | " + " | ".join(studies) + " | goal met | mean d′ |", "| --- |" + " --- |" * (len(studies) + 2)]
+        settings = list(dict.fromkeys(r["setting"] for r in sorted(stat, key=lambda r: r.get("order", 99))))
+        for setting in settings:
+            rows = {r["study"]: r["8"] for r in stat if r["setting"] == setting}
+            cells = [f"{rows[s]['roc_auc']:.3f} / {rows[s]['margin']:+.3f} / {rows[s]['d_prime']:.2f}" if s in rows else "–"
+                     for s in studies]
+            met = sum(v["roc_auc"] >= 0.95 and v["margin"] > 0 for v in rows.values())
+            lines.append(f"| {setting} | " + " | ".join(cells) + f" | {met} / {len(rows)} | "
+                         f"{np.mean([v['d_prime'] for v in rows.values()]):.2f} |")
     path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("lever", choices=["noise", "mixup", "control", "unseen", "calibration"])
+    p.add_argument("lever", choices=["noise", "mixup", "control", "unseen", "calibration", "statistic"])
     p.add_argument("--studies", nargs="+", default=["seed0", "seed1", "seed2"])
     p.add_argument("--members", nargs="+", choices=["surrogates", "both"], default=["surrogates", "both"])
     p.add_argument("--k", type=int, default=8, help="noisy copies of every query (noise)")
@@ -409,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = run_unseen(name, args.data_dir)
         elif args.lever == "calibration":
             rows = run_calibration(name, args.data_dir)
+        elif args.lever == "statistic":
+            rows = run_statistic(name, args.data_dir)
         else:
             rows = [r for members in args.members for r in run_mixup(name, args.data_dir, members)]
         for r in rows:

@@ -95,6 +95,57 @@ def test_default_calibration_has_three_references_per_held_out_architecture():
     assert sum(g.count for g in STUDIED.calibration) == 8 and STUDIED.testing == DEFAULT.testing
 
 
+def test_quickstart_seeds_collects_older_runs_and_refits_the_tolerance_rule():
+    """quickstart_seeds --collect accepts a run made before a config field existed, where the preset keeps that
+    field at its default, and refuses one whose recorded settings differ; its tolerance column refits the bound
+    on the run's own calibration scores and counts the testing models at or above it."""
+    from dataclasses import replace
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from quickstart_seeds import same_config, tolerance_verdicts
+    from conferprint.experiments.quickstart import DEFAULT
+    from conferprint.verify.calibration import tolerance_threshold
+
+    now = DEFAULT.to_dict()
+    older = {k: v for k, v in now.items() if k not in ("threshold_rule", "threshold_confidence")}
+    assert same_config(now, DEFAULT) and same_config(older, DEFAULT)
+    assert not same_config(older, replace(DEFAULT, threshold_rule="tolerance"))
+    assert not same_config({**older, "threshold_alpha": 0.1}, DEFAULT) and not same_config({**now, "new": 1}, DEFAULT)
+    cal = [0.0, 0.05, -0.05, 0.1, 0.02]
+    thr = tolerance_threshold(cal, 0.05, 0.9)["threshold"]
+    res = {"threshold_fit": {"scores": cal, "alpha": 0.05},
+           "models": [{"role": "surrogate", "score": thr}, {"role": "surrogate", "score": thr - 1e-9},
+                      {"role": "reference", "score": thr + 0.1}, {"role": "reference", "score": 0.0}]}
+    got = tolerance_verdicts(res)
+    assert got["threshold"] == pytest.approx(thr) and (got["surrogates"], got["references"]) == (1, 1)
+    assert tolerance_verdicts({"threshold_fit": None, "models": []}) is None
+
+
+def test_statistic_scores_are_fitted_on_the_calibration_answers_only():
+    """held_out_levers' ``statistic`` lever: the study's difference, the slope of fingerprint on control CAEAcc
+    across the calibration references, and per-example weights and drops from their agreement."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from held_out_levers import statistic_scores
+
+    ones = lambda k, n: torch.tensor([1.0] * k + [0.0] * (n - k))  # noqa: E731
+    cal_c = torch.stack([ones(k, 10) for k in (1, 2, 3, 4)])
+    cal_f = torch.stack([ones(2 * k, 10) for k in (1, 2, 3, 4)])  # fingerprint CAEAcc = 2 x control CAEAcc
+    f = torch.tensor([[1.0] * 10, [0.0] * 10, [1.0] * 5 + [0.0] * 5])
+    c = torch.tensor([[0.0] * 10, [1.0] * 10, [1.0] * 10])
+    scores, slope = statistic_scores(f, c, cal_f, cal_c)
+    assert slope == pytest.approx(2.0)
+    assert torch.allclose(scores["difference (the study's)"], torch.tensor([1.0, -1.0, -0.5]))
+    assert torch.allclose(scores["fp − b·control, b fitted on the calibration references"], torch.tensor([1.0, -2.0, -1.5]))
+    # examples 0-3 are followed by 3 or 4 of the 4 calibration references (more than half): dropped; of the other
+    # six, the third model matches the key on one
+    assert torch.allclose(scores["fp without examples p > 0.5, − control"], torch.tensor([1.0, -1.0, 1 / 6 - 1]))
+    w = 1 - (cal_f.sum(0) + 0.5) / 5
+    assert torch.allclose(scores["fp weighted by 1 − p, − control"][2], (f[2] * w).sum() / w.sum() - 1.0)
+    assert float(scores["fp weighted by 1 − p, − control"][2]) < float(scores["difference (the study's)"][2])
+
+
 @pytest.mark.parametrize("pool", ["correct", "errors"])
 def test_cifar_levers_replays_cem_generate_candidate_for_candidate(digit_models, digits, pool):
     """cifar_levers optimises each pool as CEM.generate does: its "hard" pick is CEM's fingerprint, example for

@@ -66,6 +66,40 @@ def test_prediction_threshold_is_the_student_bound_and_covers_new_references():
     assert abs(np.mean(above) - 0.05) < 0.012
 
 
+def test_tolerance_threshold_bounds_the_false_accusation_rate_with_its_confidence():
+    """The tolerance bound's promise, per calibration set: the share of the references' population above it
+    is at most alpha in a fraction ``confidence`` of sets. The prediction bound only keeps alpha on average,
+    so a fair share of its sets accuse more than alpha of independent models."""
+    from scipy.stats import nct, norm
+
+    from conferprint.verify.calibration import fit_threshold, prediction_threshold, tolerance_threshold
+
+    fit = tolerance_threshold([0.0, 0.1, 0.2, 0.3], 0.05, 0.9)
+    k = nct.ppf(0.9, 3, norm.ppf(0.95) * 2) / 2
+    assert fit["threshold"] == pytest.approx(0.15 + k * fit["sd"]) and fit["confidence"] == 0.9
+    assert fit["rule"] == "normal upper tolerance bound"
+    assert fit_threshold([0.0, 0.1, 0.2, 0.3], 0.05, "tolerance", 0.9) == fit
+    assert fit_threshold([0.0, 0.1, 0.2, 0.3], 0.05) == prediction_threshold([0.0, 0.1, 0.2, 0.3], 0.05)
+    assert fit["threshold"] > prediction_threshold([0.0, 0.1, 0.2, 0.3], 0.05)["threshold"]
+    assert tolerance_threshold([0.0, 0.1, 0.2, 0.3], 0.05, 0.95)["threshold"] > fit["threshold"]
+    rng = np.random.default_rng(1)
+    mu, sigma = 0.05, 0.06
+    cal = rng.normal(mu, sigma, (4000, 12))
+    rate = lambda thr: 1 - norm.cdf((thr - mu) / sigma)  # noqa: E731  (the set's own false-accusation rate)
+    tol = np.array([rate(tolerance_threshold(c, 0.05, 0.9)["threshold"]) for c in cal])
+    pred = np.array([rate(prediction_threshold(c, 0.05)["threshold"]) for c in cal])
+    assert abs(np.mean(tol <= 0.05) - 0.9) < 0.015
+    assert np.mean(pred <= 0.05) < 0.7 and abs(pred.mean() - 0.05) < 0.005
+
+
+@pytest.mark.parametrize("rule,confidence", [("median", 0.9), ("tolerance", 0.0), ("tolerance", 1.0)])
+def test_fit_threshold_refuses_unknown_rules_and_confidences(rule, confidence):
+    from conferprint.verify.calibration import fit_threshold
+
+    with pytest.raises(ValueError):
+        fit_threshold([0.1, 0.2, 0.3], 0.05, rule, confidence)
+
+
 @pytest.mark.parametrize("bad,alpha", [([0.1, 0.2], 0.05), ([0.1, 0.2, float("nan")], 0.05), ([0.1, 0.2, 0.3], 0.0),
                                        ([0.1, 0.2, 0.3], 0.5)])
 def test_prediction_threshold_refuses_too_few_or_invalid_inputs(bad, alpha):

@@ -87,3 +87,11 @@ def test_cli_refuses_workers_without_the_pool(tmp_path, capsys):
     rc = main(["quickstart", "--out", str(tmp_path / "o"), "--preset", "tiny", "--workers", "2"])
     assert rc == 2 and "--workers applies to --executor pool" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_cli_refuses_a_threshold_rule_where_the_threshold_is_fixed(tmp_path, capsys):
+    from conferprint.cli import main
+
+    rc = main(["quickstart", "--out", str(tmp_path / "o"), "--preset", "tiny", "--threshold-rule", "tolerance"])
+    assert rc == 2 and "apply to presets with a calibrated threshold" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

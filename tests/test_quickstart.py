@@ -199,6 +199,19 @@ def test_calibrated_threshold_is_fitted_on_calibration_references_only(tiny_run,
         verify_target(out / "fingerprint.json", model=out / "zoo" / "source.safetensors", arch=res["source"]["arch"],
                       control=ctl)
 
+    # the tolerance rule: the same references' scores, a higher bar, nothing retrained or regenerated
+    from conferprint.verify.calibration import tolerance_threshold
+
+    strict = run_quickstart(again_dir, replace(cfg, threshold_rule="tolerance", threshold_confidence=0.95), seed=0,
+                            data_dir=FMNIST_DIR, progress=False)
+    assert strict["retrained"]["count"] == 0 and not strict["fingerprint"]["generated_now"]
+    assert strict["threshold"] == pytest.approx(tolerance_threshold([m["score"] for m in cal], 0.1, 0.95)["threshold"])
+    assert strict["threshold"] > again["threshold"] and strict["threshold_fit"]["rule"] == "normal upper tolerance bound"
+    assert load_fingerprint(again_dir / "fingerprint").manifest["decision"]["threshold"] == pytest.approx(strict["threshold"])
+    assert "tolerance bound at 95% confidence of 3 calibration references" in (again_dir / "report.md").read_text()
+    with pytest.raises(ValueError, match="threshold_rule"):
+        replace(cfg, threshold_rule="median")
+
 
 def test_a_near_copy_is_stolen_although_its_control_difference_is_zero():
     from conferprint.experiments.quickstart import decide

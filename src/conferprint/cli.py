@@ -14,6 +14,14 @@ def _quickstart(args: argparse.Namespace) -> int:
     if args.workers is not None and args.executor != "pool":
         raise ValueError(f"--workers applies to --executor pool, not {args.executor!r}")
     cfg = resolve_config(args.preset)
+    if args.threshold_rule is not None or args.threshold_confidence is not None:
+        from dataclasses import replace
+
+        if cfg.threshold != "calibrated":
+            raise ValueError(f"--threshold-rule and --threshold-confidence apply to presets with a calibrated threshold; "
+                             f"{args.preset!r} has a fixed one ({cfg.threshold})")
+        cfg = replace(cfg, threshold_rule=args.threshold_rule or cfg.threshold_rule,
+                      threshold_confidence=args.threshold_confidence or cfg.threshold_confidence)
     if args.batch_size is not None:  # bigger batches for a GPU, with the linear learning-rate rule
         from dataclasses import replace
 
@@ -42,7 +50,8 @@ def _quickstart(args: argparse.Namespace) -> int:
         if "roc_auc" in b:
             print(f"raw CAEAcc on the {k.upper()} fingerprint: ROC AUC {b['roc_auc']:.3f}")
     fit = res.get("threshold_fit")
-    how = f" (fitted on {fit['n_references']} calibration references, alpha {fit['alpha']})" if fit else ""
+    how = (f" ({fit['rule']}, fitted on {fit['n_references']} calibration references, alpha {fit['alpha']}"
+           + (f", confidence {fit['confidence']}" if "confidence" in fit else "") + ")") if fit else ""
     if fit and fit.get("raw_cae_acc_rule"):
         how += f", or raw CAEAcc >= {fit['raw_cae_acc_rule']['critical_matches']}/{res['fingerprint']['size']}"
     print(f"threshold {res['threshold']:.3f}{how}: {res['decisions']['true_positives']}/{sep['n_surrogates']} surrogates "
@@ -226,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per training task (a fraction such as 0.25 trains several small models per GPU)")
     q.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     q.add_argument("--bf16", action="store_true", help="bf16 autocast while training and in CEM's optimisation (CUDA, or a CPU with bf16 support)")
+    q.add_argument("--threshold-rule", choices=["prediction", "tolerance"], default=None,
+                   help="how the verdict's threshold is fitted on the calibration references: 'prediction' (the presets' "
+                   "default; false accusations at rate alpha on average) or 'tolerance' (at most alpha with probability "
+                   "--threshold-confidence; a higher bar, fewer stolen models caught)")
+    q.add_argument("--threshold-confidence", type=float, default=None,
+                   help="confidence of the tolerance rule (default 0.9)")
     q.add_argument("--batch-size", type=int, default=None,
                    help="training batch size (default: the preset's); the peak learning rate scales linearly with it")
     q.set_defaults(func=_quickstart)

@@ -80,7 +80,9 @@ def plot_fingerprint(path: Path, fp: Fingerprint, classes: list[str], n: int = 1
 def _fit_text(fit: dict[str, Any] | None) -> str:
     if not fit:
         return ""
-    text = (f" (upper {1 - fit['alpha']:.0%} prediction bound of {fit['n_references']} calibration references' scores: "
+    bound = ("prediction bound" if fit.get("rule", "normal upper prediction bound") == "normal upper prediction bound"
+             else f"tolerance bound at {fit['confidence']:.0%} confidence")
+    text = (f" (upper {1 - fit['alpha']:.0%} {bound} of {fit['n_references']} calibration references' scores: "
             f"mean {fit['mean']:+.3f}, sd {fit['sd']:.3f}, highest {max(fit['scores']):+.3f})")
     raw = fit.get("raw_cae_acc_rule")
     if raw:
