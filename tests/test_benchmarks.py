@@ -146,6 +146,24 @@ def test_statistic_scores_are_fitted_on_the_calibration_answers_only():
     assert float(scores["fp weighted by 1 − p, − control"][2]) < float(scores["difference (the study's)"][2])
 
 
+def test_end_to_end_summary_meets_the_goal_only_fast_and_separated():
+    """benchmarks/end_to_end.py: the goal is met under 10 minutes of wall time with AUC ≥ 0.95 and a positive
+    margin, not otherwise; the run's own figures are carried over."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from end_to_end import summarize
+
+    res = {"separation": {"margin": 0.1}, "roc_auc": 1.0, "retrained": {"count": 55, "of": 55}, "timings": {"total": 500},
+           "recorded_costs": {"total": 480}, "fingerprint": {"content_sha256": "ab"}, "threshold": 0.2,
+           "decisions": {"true_positives": 7, "false_positives": 0}, "config": {"preset": "default"}, "seed": 0,
+           "versions": {"torch": "x"}}
+    ok = summarize(res, commit="c", setup_seconds=30.0, wall_seconds=590.0)
+    assert ok["met"] and ok["separation_goal_met"] and ok["fingerprint_sha256"] == "ab" and ok["commit"] == "c"
+    assert not summarize(res, commit="c", setup_seconds=30.0, wall_seconds=610.0)["met"]
+    res["separation"]["margin"] = -0.01
+    slow_or_not = summarize(res, commit="c", setup_seconds=30.0, wall_seconds=100.0)
+    assert not slow_or_not["met"] and not slow_or_not["separation_goal_met"]
+
+
 @pytest.mark.parametrize("pool", ["correct", "errors"])
 def test_cifar_levers_replays_cem_generate_candidate_for_candidate(digit_models, digits, pool):
     """cifar_levers optimises each pool as CEM.generate does: its "hard" pick is CEM's fingerprint, example for

@@ -20,8 +20,11 @@ def _quickstart(args: argparse.Namespace) -> int:
         if cfg.threshold != "calibrated":
             raise ValueError(f"--threshold-rule and --threshold-confidence apply to presets with a calibrated threshold; "
                              f"{args.preset!r} has a fixed one ({cfg.threshold})")
-        cfg = replace(cfg, threshold_rule=args.threshold_rule or cfg.threshold_rule,
-                      threshold_confidence=args.threshold_confidence or cfg.threshold_confidence)
+        cfg = replace(cfg, threshold_rule=args.threshold_rule if args.threshold_rule is not None else cfg.threshold_rule,
+                      threshold_confidence=(args.threshold_confidence if args.threshold_confidence is not None
+                                            else cfg.threshold_confidence))
+        if args.threshold_confidence is not None and cfg.threshold_rule != "tolerance":
+            raise ValueError("--threshold-confidence applies to --threshold-rule tolerance")
     if args.batch_size is not None:  # bigger batches for a GPU, with the linear learning-rate rule
         from dataclasses import replace
 
