@@ -21,6 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPERS_POOL_CEM = replace(DEFAULT.cem, candidates="correct", steps=50)
 
 
+def separated(roc_auc: float | None, margin: float | None) -> bool:
+    """Issue 3's separation criterion: ROC AUC ≥ 0.95 and the lowest surrogate score above the highest reference."""
+    return bool(roc_auc is not None and roc_auc >= 0.95 and margin is not None and margin > 0)
+
+
 def d_prime(surrogates, references) -> tuple[float, float]:
     """The separation benchmarks' steadier statistic than the margin: the gap (mean surrogate minus mean
     reference score) and d′, the gap over the pooled within-group standard deviation."""

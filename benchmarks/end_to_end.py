@@ -24,6 +24,9 @@ from pathlib import Path
 
 from conferprint._io import atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import separated as separation_goal  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_SECONDS = 600
 
@@ -39,7 +42,7 @@ def timed(cmd: list[str], cwd: Path) -> float:
 def summarize(res: dict, *, commit: str, setup_seconds: float, wall_seconds: float) -> dict:
     """The result file's payload from a finished run's results.json and the two wall times."""
     sep = res["separation"]
-    separated = bool(res["roc_auc"] is not None and res["roc_auc"] >= 0.95 and sep.get("margin", -1) > 0)
+    separated = separation_goal(res["roc_auc"], sep.get("margin"))
     return {
         "command": "python benchmarks/end_to_end.py",
         "runs": "git clone (HEAD) && ./run setup && ./run quickstart --no-progress",

@@ -92,7 +92,8 @@ from conferprint.verify.calibration import prediction_threshold
 from conferprint.zoo import ModelSpec, Zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PAPERS_POOL_CEM, d_prime  # noqa: E402
+from _common import PAPERS_POOL_CEM, d_prime, separated  # noqa: E402
+from candidate_signals import agreement as agreement_matrix  # noqa: E402  (which models give the key, per example)
 from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -362,11 +363,6 @@ def run_calibration(name: str, data_dir) -> list[dict]:
     return out
 
 
-def answers(models, fp: Fingerprint) -> torch.Tensor:
-    """Which of ``fp``'s examples each model answers with the key: (models, examples), float."""
-    return torch.stack([(predict_labels(m.model, fp.inputs) == fp.keys).float() for m in models])
-
-
 def statistic_scores(f: torch.Tensor, c: torch.Tensor, cal_f: torch.Tensor, cal_c: torch.Tensor
                      ) -> tuple[dict[str, torch.Tensor], float]:
     """The ``statistic`` lever's scores of the models whose answers on the fingerprint and the control are ``f``
@@ -390,8 +386,9 @@ def run_statistic(name: str, data_dir) -> list[dict]:
     folder, _, _, study = study_of(name, data_dir)
     fp, ctl = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
     roles = [m.meta["role"] for m in study.testing]
+    answers = lambda models, f: torch.from_numpy(agreement_matrix(models, f.inputs, f.keys))  # noqa: E731
     scores, slope = statistic_scores(answers(study.testing, fp), answers(study.testing, ctl),
-                               answers(study.calibration, fp), answers(study.calibration, ctl))
+                                     answers(study.calibration, fp), answers(study.calibration, ctl))
     out = []
     for order, (setting, sc) in enumerate(scores.items()):
         pos = [float(v) for v, r in zip(sc, roles) if r == "surrogate"]
@@ -454,7 +451,7 @@ def write_md(payload: dict, path: Path) -> None:
             rows = {r["study"]: r["8"] for r in stat if r["setting"] == setting}
             cells = [f"{rows[s]['roc_auc']:.3f} / {rows[s]['margin']:+.3f} / {rows[s]['d_prime']:.2f}" if s in rows else "–"
                      for s in studies]
-            met = sum(v["roc_auc"] >= 0.95 and v["margin"] > 0 for v in rows.values())
+            met = sum(separated(v["roc_auc"], v["margin"]) for v in rows.values())
             lines.append(f"| {setting} | " + " | ".join(cells) + f" | {met} / {len(rows)} | "
                          f"{np.mean([v['d_prime'] for v in rows.values()]):.2f} |")
     path.write_text("\n".join(lines) + "\n")

@@ -33,6 +33,9 @@ from conferprint.experiments.quickstart import PRESETS, run_quickstart, versions
 from conferprint.verify import roc_auc, separation_margin
 from conferprint.verify.calibration import tolerance_threshold
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import separated  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                      # the wall time of this seed's last run from nothing, kept when a rerun reuses its models
                      "from_nothing_wall_seconds": (wall if res["retrained"]["count"] == res["retrained"]["of"]
                                                    else full_walls.get(seed)),
-                     "goal_met": bool(res["roc_auc"] >= 0.95 and sep.get("margin", -1) > 0
+                     "goal_met": bool(separated(res["roc_auc"], sep.get("margin"))
                                       and res["fingerprint"]["size"] == 100 and res["fingerprint"]["params"]["eps"] <= 0.1
                                       and from_nothing(res) < 900)})
         payload = {"command": "python benchmarks/quickstart_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -146,9 +149,14 @@ def tolerance_verdicts(res: dict, confidence: float = 0.9) -> dict | None:
     if not fit:
         return None
     thr = tolerance_threshold(fit["scores"], fit["alpha"], confidence)["threshold"]
-    called = lambda role: sum(m["score"] >= thr for m in res["models"] if m["role"] == role)  # noqa: E731
     return {"confidence": confidence, "alpha": fit["alpha"], "threshold": thr,
-            "surrogates": called("surrogate"), "references": called("reference")}
+            "surrogates": called_stolen(res["models"], thr, "surrogate"),
+            "references": called_stolen(res["models"], thr, "reference")}
+
+
+def called_stolen(models: list[dict], threshold: float, role: str) -> int:
+    """How many of ``models`` (rows with ``role`` and ``score``) of that role score at or above ``threshold``."""
+    return sum(m["score"] >= threshold for m in models if m["role"] == role)
 
 
 def with_calibration(res: dict) -> dict | None:
@@ -207,7 +215,7 @@ def write_md(payload: dict, path: Path) -> None:
     tol = [(r, r["tolerance_rule"]) for r in payload["runs"] if r.get("tolerance_rule")]
     if tol:
         fit = tol[0][0]["threshold_fit"]
-        by_score = lambda r, role: sum(m["score"] >= r["threshold"] for m in r["models"] if m["role"] == role)  # noqa: E731
+        by_score = lambda r, role: called_stolen(r["models"], r["threshold"], role)  # noqa: E731
         lines += ["", f"The stricter rule (`--threshold-rule tolerance`): the upper {1 - fit['alpha']:.0%} tolerance bound "
                   f"at {tol[0][1]['confidence']:.0%} confidence of the same calibration scores, so that a study's own rate "
                   "of false accusations is at most alpha with that confidence (the prediction bound keeps it on average). "
