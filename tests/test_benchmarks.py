@@ -200,3 +200,42 @@ def test_cifar_levers_replays_cem_generate_candidate_for_candidate(digit_models,
     # the tie-break only reorders candidates of equal hard Confer
     tb = cifar_levers.pick(c, "hard+soft", cem.size)
     assert sorted(c["hard"][tb]) == sorted(c["hard"][idx])
+
+
+def test_mix_share_takes_each_pools_best_and_ranks_both_jointly():
+    """mix_share's fingerprints: k from the mistakes pool and 100 − k from the papers' pool, each by hard Confer
+    among its kept candidates; ``joint`` ranks both pools together; a pool that keeps too few gives no fingerprint."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import mix_share
+
+    rng = np.random.default_rng(0)
+    n, models = 300, 4
+
+    def pool(offset):
+        hard = rng.permutation(n) / n + offset  # distinct Confers; the mistakes pool's are higher by ``offset``
+        keep = np.ones(n, bool)
+        keep[::7] = False  # not adversarial, or below τ: never picked
+        agree = np.tile(np.arange(n) + (10_000 if offset else 0), (models, 1))  # answers name the candidate
+        return {"hard": hard, "keep": keep, "agree": agree}
+
+    c, e = pool(0.0), pool(0.5)
+    fps = mix_share.fingerprints({"correct": c, "errors": e})
+    size = mix_share.SIZE
+    for k in mix_share.SHARES:
+        got = fps[f"{k} mistakes"][0]
+        from_e, from_c = got[got >= 10_000] - 10_000, got[got < 10_000]
+        assert len(from_e) == k and len(from_c) == size - k
+        for ids, p in ((from_c, c), (from_e, e)):
+            assert p["keep"][ids].all()
+            if len(ids):  # the pool's best: no kept candidate left out beats one taken
+                rest = np.setdiff1d(np.flatnonzero(p["keep"]), ids)
+                assert p["hard"][ids].min() > p["hard"][rest].max()
+    joint = fps["joint"][0]
+    assert int(fps["joint_mistakes"]) == int((joint >= 10_000).sum())
+    confer = np.where(joint >= 10_000, e["hard"][joint % 10_000], c["hard"][joint % 10_000])
+    assert (np.diff(confer) <= 0).all()  # best first, across both pools
+    e_short = {**e, "keep": np.arange(n) < 30}  # 30 kept mistakes: 50, 75 and 100 cannot be made
+    short = mix_share.fingerprints({"correct": c, "errors": e_short})
+    assert short["25 mistakes"] is not None and short["50 mistakes"] is None and short["100 mistakes"] is None

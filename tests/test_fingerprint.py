@@ -275,7 +275,7 @@ def test_a_fingerprint_older_than_a_parameter_counts_as_made_with_its_default(ce
     assert _fingerprint_cached(tmp_path / "fp", expect) is None  # without the method, the missing key differs
 
 
-def test_mixed_pool_takes_half_from_the_sources_mistakes_and_half_from_its_correct_answers(digit_models, digits):
+def test_mixed_pool_takes_its_share_from_the_sources_mistakes_and_the_rest_from_its_correct_answers(digit_models, digits):
     from dataclasses import replace
 
     m = digit_models
@@ -294,8 +294,24 @@ def test_mixed_pool_takes_half_from_the_sources_mistakes_and_half_from_its_corre
     assert fp.manifest["params"]["candidates"] == "mixed" and len(st["parts"]) == 2
     assert st["candidates_used"] == sum(p["candidates_used"] for p in st["parts"])
     assert st["mean_train_confer"] == pytest.approx(float(fp.train_confer.mean()))
-    with pytest.raises(ValueError, match="size ≥ 2"):
+    with pytest.raises(ValueError, match="one example from each pool"):
         replace(cem, size=1)
+    # errors_share sets the split: 3 of 4 from the mistakes here (6 of 9, rounded down), the same examples as
+    # each pool alone gives
+    three = replace(cem, errors_share=0.75)
+    fp3 = three.generate(m["source"], m["surrogates"], m["references"], x, y, seed=0, num_classes=10)
+    wrong3 = m["source"](fp3.originals).argmax(1) != fp3.original_labels
+    assert wrong3.tolist() == [False] * 3 + [True] * 6 and fp3.manifest["params"]["errors_share"] == 0.75
+    assert torch.equal(fp3.inputs[:3], fp.inputs[:3])  # the papers' pool's best 3 are its best 5's first 3
+    six = replace(cem, candidates="errors", size=6).generate(m["source"], m["surrogates"], m["references"], x, y,
+                                                             seed=0, num_classes=10)
+    assert torch.equal(fp3.inputs[3:], six.inputs)
+    assert replace(cem, size=100, errors_share=0.29).n_errors == 29  # not 28 from 0.29 · 100 = 28.999…
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="errors_share"):
+            replace(cem, errors_share=bad)
+    with pytest.raises(ValueError, match="one example from each pool"):
+        replace(cem, size=4, errors_share=0.2)  # 0 from the mistakes
 
 
 def test_bf16_optimisation_gives_a_valid_fingerprint_selected_in_fp32(cem_fp, digit_models):

@@ -45,11 +45,14 @@ class CEM:
     # which candidates are optimised: "correct" (the papers: inputs the source classifies correctly, made
     # adversarial); "errors": inputs the source already misclassifies (its own mistakes on the candidate
     # data), kept wrong and made conferrable — their target is always the source's label and the β term is
-    # off, since it would push the source off its clean label, here the mistake itself; "mixed": half of
-    # `size` from each pool (the errors half rounded down), each pool given `max_candidates`. A thief's
+    # off, since it would push the source off its clean label, here the mistake itself; "mixed": part of
+    # `size` from each pool (`errors_share` of it from the errors pool), each pool given `max_candidates`. A thief's
     # surrogate learns the source's labels, mistakes included; an independent model makes its own
     # (misclassified samples as a fingerprint: Guan et al., "Are You Stealing My Model?", ECCV 2022).
     candidates: Literal["correct", "errors", "mixed"] = "correct"
+    # candidates="mixed": the share of `size` taken from the errors pool (rounded down), the rest from the
+    # papers' pool; each part is its pool's best by Confer
+    errors_share: float = 0.5
     # bf16 autocast in the optimisation (the members' forward and backward); the selection's Confer and the
     # keys are computed in fp32. 1.22× faster per step on this project's CPU (median; benchmarks/cem_step.py --bf16)
     bf16: bool = False
@@ -67,12 +70,20 @@ class CEM:
             raise ValueError(f"search must be 'first' or 'best', got {self.search!r}")
         if self.candidates not in ("correct", "errors", "mixed"):
             raise ValueError(f"candidates must be 'correct', 'errors' or 'mixed', got {self.candidates!r}")
-        if self.candidates == "mixed" and self.size < 2:
-            raise ValueError("candidates 'mixed' needs size ≥ 2 (half from each pool)")
+        if not 0 < self.errors_share < 1:
+            raise ValueError(f"errors_share must be in (0, 1), got {self.errors_share}")
+        if self.candidates == "mixed" and not 1 <= self.n_errors <= self.size - 1:
+            raise ValueError(f"candidates 'mixed' needs at least one example from each pool: size {self.size} "
+                             f"with errors_share {self.errors_share} gives {self.n_errors} from the errors pool")
         if self.search == "best" and self.max_candidates is None:
             raise ValueError("search 'best' optimises every candidate: give max_candidates")
         if self.steps < 1 or self.size < 1 or self.batch_size < 1:
             raise ValueError("steps, size and batch_size must be ≥ 1")
+
+    @property
+    def n_errors(self) -> int:
+        """How many of a mixed fingerprint's ``size`` examples come from the errors pool."""
+        return int(self.size * self.errors_share + 1e-9)  # 0.29 · 100 is 28.999… in floating point
 
     def loss(
         self,
@@ -156,7 +167,7 @@ class CEM:
         ``validation``: ``(surrogates, references)`` never optimised against; their held-out power
         (surrogates' minus references' agreement with the source) is added to Confer when ranking."""
         if self.candidates == "mixed":
-            n_err = self.size // 2
+            n_err = self.n_errors
             parts = [replace(self, candidates="correct", size=self.size - n_err), replace(self, candidates="errors", size=n_err)]
             made = [c.generate(source, surrogates, references, x, y, seed=seed, num_classes=num_classes,
                                source_sha256=source_sha256, progress=progress, validation=validation) for c in parts]

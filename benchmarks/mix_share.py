@@ -1,0 +1,228 @@
+"""How many of the fingerprint's 100 examples should come from the source's own mistakes? (issue: separation)
+
+    python benchmarks/mix_share.py --studies seed0 seed1 ... seed12 seed0-bf16 seed1-bf16 seed2-bf16
+
+The default's fingerprint (``CEM(candidates="mixed")``) is the best examples, by hard Confer on the 26
+training models, of the papers' pool (D1 images the source classifies correctly, made adversarial) and the
+best of the source's own mistakes on D1 (kept wrong, made conferrable): 50 of each until stop 26, chosen among
+0, 50 and 100 mistakes on three seeds (docs/results/separation-summary.md §11), the only lever that raised d′
+beyond the draw-to-draw noise; 75 mistakes since (``errors_share``), chosen with this benchmark.
+
+Each study (a finished run of `benchmarks/quickstart_seeds.py`: ``seed<N>`` fp32, ``seed<N>-bf16`` its bf16
+draw; no model is retrained) has its two pools optimised again exactly as `CEM.generate` does
+(`cifar_levers.optimise_pool`, with the study's CEM parameters read from its fingerprint's manifest), and
+the replay is checked against the study's fingerprint (whatever its split) example for example (same keys, same Confer, same
+answers). Per kept candidate it stores which testing models and which calibration references give the
+source's label (``<study>/mix-share/<pool>.npz``, so a rerun skips the optimisation). Then:
+
+- ``k mistakes``: the best 100 − k of the papers' pool and the best k mistakes, k = 0, 25, 50, 75 (the
+  default since stop 26), 100;
+- ``joint``: the 100 best of both pools together by hard Confer (no fixed split);
+
+each scored as the quickstart scores it (CAEAcc − CAEAcc on the study's control set) on the 8 + 8 testing
+models, with the verdict's threshold refitted on the study's 12 calibration references (the prediction bound,
+α 0.05). Also the held-out power (share of testing surrogates minus share of testing references giving the
+source's label) of each pool's candidates by rank: whether the 51st–100th mistakes carry more than the 51st–100th
+correct ones. Nothing is chosen on the testing models here.
+Writes benchmarks/results/mix-share-fashion-mnist.json and docs/results/mix-share-fashion-mnist.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from conferprint._io import atomic_write_text
+from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, prepare_study
+from conferprint.fingerprint import CEM, load_fingerprint
+from conferprint.verify import separation_stats
+from conferprint.verify.calibration import fit_threshold
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import d_prime, separated  # noqa: E402
+from candidate_signals import agreement  # noqa: E402  (the same per-model answers)
+from cifar_levers import optimise_pool  # noqa: E402  (CEM.generate's optimisation, per candidate)
+from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
+
+ROOT = Path(__file__).resolve().parents[1]
+STEM = "mix-share-fashion-mnist"
+SIZE = DEFAULT.cem.size
+SHARES = (0, 25, 50, 75, 100)  # examples from the mistakes pool
+BUCKETS = ((0, 25), (25, 50), (50, 75), (75, 100))  # ranks within a pool whose held-out power is reported
+POOLS = ("correct", "errors")
+
+
+def study_of(name: str, data_dir):
+    """A finished default study (``seed<N>`` or ``seed<N>-bf16``): its folder, seed, models, fingerprint, control."""
+    folder = ROOT / "benchmarks" / "runs" / f"quickstart-{name}"
+    ctl = control_fingerprint(folder)
+    if ctl is None or not (folder / "fingerprint.json").exists():
+        raise SystemExit(f"{folder}: no finished default study; run benchmarks/quickstart_seeds.py first")
+    seed, amp = int(name.split("-")[0].removeprefix("seed")), name.endswith("-bf16")
+    study = prepare_study(DEFAULT, folder / "zoo", seed=seed, data_dir=data_dir, amp=amp)
+    return folder, seed, study, load_fingerprint(folder / "fingerprint.json"), ctl
+
+
+def pools_of(folder: Path, seed: int, study, fp) -> dict[str, dict[str, np.ndarray]]:
+    """Both pools of the study's CEM, replayed (or reloaded from ``folder/mix-share``), answers of the testing
+    models then the calibration references in ``agree``; checked against the study's own fingerprint."""
+    cem = CEM(**fp.manifest["params"])
+    if cem.candidates != "mixed":
+        raise SystemExit(f"{folder}: its fingerprint is not the mixed pool ({cem.candidates!r})")
+    models = SimpleNamespace(source=study.source, x1=study.x1, y1=study.y1, training_role=study.training_role,
+                             testing=list(study.testing) + list(study.calibration))
+    out = {}
+    for pool in POOLS:
+        path = folder / "mix-share" / f"{pool}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                out[pool] = {k: z[k] for k in z.files}
+            continue
+        c = optimise_pool(models, replace(cem, candidates=pool), seed)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **{k: c[k] for k in ("t", "keep", "hard", "agree", "seconds", "candidates")})
+        tmp.replace(path)
+        out[pool] = c
+    # the study's fingerprint is the first half of each pool's ranking: the replay must give it back
+    n_err = cem.n_errors
+    idx = {"correct": top(out["correct"], cem.size - n_err), "errors": top(out["errors"], n_err)}
+    keys = np.concatenate([out[p]["t"][idx[p]] for p in POOLS])
+    confer = np.concatenate([out[p]["hard"][idx[p]] for p in POOLS])
+    agree = np.concatenate([out[p]["agree"][: len(study.testing), idx[p]] for p in POOLS], axis=1)
+    if not (np.array_equal(keys, fp.keys.numpy()) and np.allclose(confer, fp.train_confer.numpy())
+            and np.array_equal(agree, agreement(study.testing, fp.inputs, fp.keys).astype(bool))):
+        raise SystemExit(f"{folder}: the replayed pools do not give back the study's fingerprint")
+    return out
+
+
+def top(c: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """The ``n`` kept candidates (adversarial, Confer ≥ τ) with the highest hard Confer, ties by position:
+    CEM's pick within a pool."""
+    kept = np.flatnonzero(c["keep"])
+    return kept[np.argsort(-c["hard"][kept].astype(np.float64), kind="stable")[:n]]
+
+
+def fingerprints(pools: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray | None]:
+    """Each setting's 100 examples as (models, examples) answers: ``k mistakes`` and ``joint``; None where a
+    pool keeps too few."""
+    out: dict[str, np.ndarray | None] = {}
+    c, e = pools["correct"], pools["errors"]
+    for k in SHARES:
+        ic, ie = top(c, SIZE - k), top(e, k)
+        out[f"{k} mistakes"] = (np.concatenate([c["agree"][:, ic], e["agree"][:, ie]], axis=1)
+                                if len(ic) == SIZE - k and len(ie) == k else None)
+    kc, ke = np.flatnonzero(c["keep"]), np.flatnonzero(e["keep"])
+    confer = np.concatenate([c["hard"][kc], e["hard"][ke]]).astype(np.float64)
+    answers = np.concatenate([c["agree"][:, kc], e["agree"][:, ke]], axis=1)
+    best = np.argsort(-confer, kind="stable")[:SIZE]  # ties: the papers' pool first, then by position
+    out["joint"] = answers[:, best] if len(best) == SIZE else None
+    out["joint_mistakes"] = np.array(int((best >= len(kc)).sum()))
+    return out
+
+
+def evaluate(answers: np.ndarray, ctl: np.ndarray, is_surr: np.ndarray, n_testing: int) -> dict:
+    """``answers`` (testing models then calibration references, examples) scored as the quickstart scores them."""
+    score = answers.astype(np.float64).mean(1) - ctl
+    test, cal = score[:n_testing], score[n_testing:]
+    pos, neg = test[is_surr].tolist(), test[~is_surr].tolist()
+    st = separation_stats(pos, neg)
+    gap, dp = d_prime(pos, neg)
+    thr = fit_threshold(cal.tolist(), DEFAULT.threshold_alpha)["threshold"]
+    return {"roc_auc": st["roc_auc"], "margin": st["margin"], "gap": gap, "d_prime": dp, "threshold": thr,
+            "surrogates_stolen": int(sum(s >= thr for s in pos)), "references_stolen": int(sum(s >= thr for s in neg)),
+            "scores": [float(v) for v in test]}
+
+
+def run_study(name: str, data_dir) -> dict:
+    folder, seed, study, fp, ctl_fp = study_of(name, data_dir)
+    t0 = time.perf_counter()
+    pools = pools_of(folder, seed, study, fp)
+    everyone = list(study.testing) + list(study.calibration)
+    ctl = agreement(everyone, ctl_fp.inputs, ctl_fp.keys).mean(1)
+    n = len(study.testing)
+    is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
+    fps = fingerprints(pools)
+    settings = {k: (evaluate(v, ctl, is_surr, n) if v is not None else None)
+                for k, v in fps.items() if k != "joint_mistakes"}
+    power = {}
+    for pool in POOLS:
+        a = pools[pool]["agree"][:n].astype(np.float64)
+        p = a[is_surr].mean(0) - a[~is_surr].mean(0)
+        idx = top(pools[pool], BUCKETS[-1][1])
+        power[pool] = {"kept": int(pools[pool]["keep"].sum()), "candidates": int(pools[pool]["candidates"]),
+                       "optimise_seconds": float(pools[pool]["seconds"]),
+                       "by_rank": [float(p[idx[a_:b]].mean()) if len(idx) >= b else None for a_, b in BUCKETS]}
+    return {"study": name, "settings": settings, "joint_mistakes": int(fps["joint_mistakes"]), "pools": power,
+            "models": [m.name for m in study.testing], "seconds": time.perf_counter() - t0}
+
+
+def _order(name: str) -> tuple[bool, int]:
+    return name.endswith("-bf16"), int(name.split("-")[0].removeprefix("seed"))
+
+
+def write_md(payload: dict, path: Path) -> None:
+    runs = sorted(payload["runs"], key=lambda r: _order(r["study"]))
+    studies = [r["study"] for r in runs]
+    settings = [f"{k} mistakes" for k in SHARES] + ["joint"]
+    lines = ["# How many of the fingerprint's examples from the source's mistakes (Fashion-MNIST)", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
+             "Each finished default study's two CEM pools replayed exactly (checked against its fingerprint); each "
+             "setting's 100 examples scored as the quickstart scores them (CAEAcc − CAEAcc on the study's control set) on "
+             "its 8 + 8 testing models. `50 mistakes` was the default until stop 26, `75 mistakes` is since. `joint`: the 100 best of both pools by hard Confer. "
+             "Cells: AUC / margin / d′; goal met: AUC ≥ 0.95 and margin > 0. Verdicts: the threshold refitted on the "
+             "study's 12 calibration references (prediction bound, α 0.05).", "",
+             "| setting | " + " | ".join(studies) + " | goal met | mean d′ | mean gap | stolen: surrogates, references |",
+             "| --- |" + " --- |" * (len(studies) + 4)]
+    for s in settings:
+        rows = [r["settings"].get(s) for r in runs]
+        cells = [f"{v['roc_auc']:.3f} / {v['margin']:+.3f} / {v['d_prime']:.2f}" if v else "–" for v in rows]
+        done = [v for v in rows if v]
+        if not done:
+            continue
+        met = sum(separated(v["roc_auc"], v["margin"]) for v in done)
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {met} / {len(done)} | {np.mean([v['d_prime'] for v in done]):.2f} | "
+                     f"{np.mean([v['gap'] for v in done]):.3f} | {sum(v['surrogates_stolen'] for v in done)} / {8 * len(done)}, "
+                     f"{sum(v['references_stolen'] for v in done)} / {8 * len(done)} |")
+    lines += ["", "`joint` took this many of its 100 from the mistakes: " +
+              ", ".join(f"{r['study']} {r['joint_mistakes']}" for r in runs) + ".", "",
+              "Held-out power (share of testing surrogates minus share of testing references giving the source's label) "
+              "of each pool's candidates by rank (hard Confer), and the pool's kept candidates (adversarial, Confer ≥ τ):", "",
+              "| study | pool | kept / optimised | ranks 1–25 | 26–50 | 51–75 | 76–100 | optimised in s |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        for pool, v in r["pools"].items():
+            cells = " | ".join(f"{x:.3f}" if x is not None else "–" for x in v["by_rank"])
+            lines.append(f"| {r['study']} | {pool} | {v['kept']} / {v['candidates']} | {cells} | {v['optimise_seconds']:.0f} |")
+    for pool in POOLS:
+        by = np.array([[x if x is not None else np.nan for x in r["pools"][pool]["by_rank"]] for r in runs])
+        lines.append(f"| mean | {pool} | | " + " | ".join(f"{x:.3f}" for x in np.nanmean(by, 0)) + " | |")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--studies", nargs="+", default=["seed0", "seed1", "seed2"])
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    for name in args.studies:
+        if not name.removesuffix("-bf16").removeprefix("seed").isdigit() or not name.startswith("seed"):
+            p.error(f"study {name!r} is not seed<N> or seed<N>-bf16")
+    out = ROOT / "benchmarks" / "results" / f"{STEM}.json"
+    payload = open_log(out, "python benchmarks/mix_share.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    for name in args.studies:
+        put_run(payload, run_study(name, args.data_dir), key=lambda r: _order(r["study"]))
+        atomic_write_text(out, json.dumps(payload, indent=2))
+        write_md(payload, ROOT / "docs" / "results" / f"{STEM}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
