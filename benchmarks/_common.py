@@ -26,6 +26,34 @@ def separated(roc_auc: float | None, margin: float | None) -> bool:
     return bool(roc_auc is not None and roc_auc >= 0.95 and margin is not None and margin > 0)
 
 
+def study_seed(name: str) -> tuple[int, bool]:
+    """A finished default study's name, ``seed<N>`` (fp32) or ``seed<N>-bf16`` (its bf16 draw), as ``(N, bf16)``."""
+    base, bf16 = name.removesuffix("-bf16"), name.endswith("-bf16")
+    if not base.startswith("seed") or not base.removeprefix("seed").isdigit():
+        raise ValueError(f"study {name!r} is not seed<N> or seed<N>-bf16")
+    return int(base.removeprefix("seed")), bf16
+
+
+def study_key(name: str) -> tuple[bool, int]:
+    """The order of studies in the reports: the fp32 ones first, by seed, then the bf16 draws."""
+    seed, bf16 = study_seed(name)
+    return bf16, seed
+
+
+def save_arrays(path: Path, arrays: dict) -> None:
+    """``arrays`` as one compressed ``.npz``, written beside ``path`` first so an interrupted run leaves no
+    half-written cache."""
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """An ``.npz`` written by :func:`save_arrays` (arrays only: never unpickled)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def d_prime(surrogates, references) -> tuple[float, float]:
     """The separation benchmarks' steadier statistic than the margin: the gap (mean surrogate minus mean
     reference score) and d′, the gap over the pooled within-group standard deviation."""

@@ -47,7 +47,7 @@ from conferprint.training import predict_labels, predict_logits
 from conferprint.verify import separation_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import d_prime  # noqa: E402
+from _common import d_prime, load_arrays, save_arrays  # noqa: E402
 from candidate_signals import agreement  # noqa: E402  (the same per-model answers)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,10 +209,7 @@ def run(args) -> None:
         path = out / "levers" / f"{name}.npz"
         if path.exists():
             continue
-        c = optimise_pool(study, replace(cem, **POOLS[name]), args.seed)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **c)
-        tmp.replace(path)
+        save_arrays(path, optimise_pool(study, replace(cem, **POOLS[name]), args.seed))
 
 
 def load_run(d: Path) -> tuple[dict, dict[str, dict]]:
@@ -221,8 +218,7 @@ def load_run(d: Path) -> tuple[dict, dict[str, dict]]:
     for name in POOLS:
         p = d / "levers" / f"{name}.npz"
         if p.exists():
-            with np.load(p, allow_pickle=False) as z:
-                cands[name] = {k: z[k] for k in z.files}
+            cands[name] = load_arrays(p)
     return meta, cands
 
 

@@ -92,7 +92,7 @@ from conferprint.verify.calibration import prediction_threshold
 from conferprint.zoo import ModelSpec, Zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PAPERS_POOL_CEM, d_prime, separated  # noqa: E402
+from _common import PAPERS_POOL_CEM, d_prime, separated, study_key, study_seed  # noqa: E402
 from candidate_signals import agreement as agreement_matrix  # noqa: E402  (which models give the key, per example)
 from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
 
@@ -105,13 +105,13 @@ SIGMAS = (0.0, 0.02, 0.05, 0.1)
 STUDIED = replace(DEFAULT, calibration=tuple(replace(g, count=2) for g in DEFAULT.calibration))
 
 
-def study_of(name: str, data_dir):
-    """A finished default study (``seed<N>`` or ``seed<N>-bf16``): its folder and its models, reloaded."""
+def study_of(name: str, data_dir, config=STUDIED):
+    """A finished default study (``seed<N>`` or ``seed<N>-bf16``): its folder and ``config``'s models, reloaded."""
     folder = ROOT / "benchmarks" / "runs" / f"quickstart-{name}"
     if control_fingerprint(folder) is None:
         raise SystemExit(f"{folder}: no finished default study; run benchmarks/quickstart_seeds.py first")
-    seed, amp = int(name.split("-")[0].removeprefix("seed")), name.endswith("-bf16")
-    return folder, seed, amp, prepare_study(STUDIED, folder / "zoo", seed=seed, data_dir=data_dir, amp=amp)
+    seed, amp = study_seed(name)
+    return folder, seed, amp, prepare_study(config, folder / "zoo", seed=seed, data_dir=data_dir, amp=amp)
 
 
 def agreement(model: nn.Module, fp: Fingerprint, sigma: float, k: int, gen: torch.Generator | None) -> float:
@@ -439,7 +439,7 @@ def write_md(payload: dict, path: Path) -> None:
     stat = [r for r in payload["runs"] if r["lever"] == "statistic"]
     if stat:
         studies = sorted(dict.fromkeys(r["study"] for r in stat),
-                         key=lambda n: (n.endswith("-bf16"), int(n.split("-")[0].removeprefix("seed"))))
+                         key=study_key)
         lines += ["", "Statistic rows (`statistic`): other scores from the same answers, fitted on the study's 8 calibration "
                   "references; AUC / margin / d′ on the 8 + 8 testing models, and over the studies: how many meet the goal "
                   "(AUC ≥ 0.95, margin > 0) and the mean d′. Slopes fitted: " + ", ".join(

@@ -37,19 +37,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import torch
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, prepare_study
+from conferprint.experiments.quickstart import DEFAULT, control_fingerprint
 from conferprint.fingerprint import CEM, load_fingerprint
 from conferprint.verify import separation_stats
 from conferprint.verify.calibration import fit_threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import d_prime, separated  # noqa: E402
+from _common import d_prime, load_arrays, save_arrays, separated, study_key, study_seed  # noqa: E402
 from candidate_signals import agreement  # noqa: E402  (the same per-model answers)
 from cifar_levers import optimise_pool  # noqa: E402  (CEM.generate's optimisation, per candidate)
 from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
+from held_out_levers import study_of  # noqa: E402  (the same finished studies)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "mix-share-fashion-mnist"
@@ -57,17 +57,6 @@ SIZE = DEFAULT.cem.size
 SHARES = (0, 25, 50, 75, 100)  # examples from the mistakes pool
 BUCKETS = ((0, 25), (25, 50), (50, 75), (75, 100))  # ranks within a pool whose held-out power is reported
 POOLS = ("correct", "errors")
-
-
-def study_of(name: str, data_dir):
-    """A finished default study (``seed<N>`` or ``seed<N>-bf16``): its folder, seed, models, fingerprint, control."""
-    folder = ROOT / "benchmarks" / "runs" / f"quickstart-{name}"
-    ctl = control_fingerprint(folder)
-    if ctl is None or not (folder / "fingerprint.json").exists():
-        raise SystemExit(f"{folder}: no finished default study; run benchmarks/quickstart_seeds.py first")
-    seed, amp = int(name.split("-")[0].removeprefix("seed")), name.endswith("-bf16")
-    study = prepare_study(DEFAULT, folder / "zoo", seed=seed, data_dir=data_dir, amp=amp)
-    return folder, seed, study, load_fingerprint(folder / "fingerprint.json"), ctl
 
 
 def pools_of(folder: Path, seed: int, study, fp) -> dict[str, dict[str, np.ndarray]]:
@@ -82,14 +71,11 @@ def pools_of(folder: Path, seed: int, study, fp) -> dict[str, dict[str, np.ndarr
     for pool in POOLS:
         path = folder / "mix-share" / f"{pool}.npz"
         if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                out[pool] = {k: z[k] for k in z.files}
+            out[pool] = load_arrays(path)
             continue
         c = optimise_pool(models, replace(cem, candidates=pool), seed)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{k: c[k] for k in ("t", "keep", "hard", "agree", "seconds", "candidates")})
-        tmp.replace(path)
+        save_arrays(path, {k: c[k] for k in ("t", "keep", "hard", "agree", "seconds", "candidates")})
         out[pool] = c
     # the study's fingerprint is the first half of each pool's ranking: the replay must give it back
     n_err = cem.n_errors
@@ -142,7 +128,9 @@ def evaluate(answers: np.ndarray, ctl: np.ndarray, is_surr: np.ndarray, n_testin
 
 
 def run_study(name: str, data_dir) -> dict:
-    folder, seed, study, fp, ctl_fp = study_of(name, data_dir)
+    # every calibration reference of the default (12), not held_out_levers' 8: the verdict's threshold is refitted
+    folder, seed, _, study = study_of(name, data_dir, DEFAULT)
+    fp, ctl_fp = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
     t0 = time.perf_counter()
     pools = pools_of(folder, seed, study, fp)
     everyone = list(study.testing) + list(study.calibration)
@@ -164,12 +152,8 @@ def run_study(name: str, data_dir) -> dict:
             "models": [m.name for m in study.testing], "seconds": time.perf_counter() - t0}
 
 
-def _order(name: str) -> tuple[bool, int]:
-    return name.endswith("-bf16"), int(name.split("-")[0].removeprefix("seed"))
-
-
 def write_md(payload: dict, path: Path) -> None:
-    runs = sorted(payload["runs"], key=lambda r: _order(r["study"]))
+    runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
     studies = [r["study"] for r in runs]
     settings = [f"{k} mistakes" for k in SHARES] + ["joint"]
     lines = ["# How many of the fingerprint's examples from the source's mistakes (Fashion-MNIST)", "",
@@ -213,12 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
     for name in args.studies:
-        if not name.removesuffix("-bf16").removeprefix("seed").isdigit() or not name.startswith("seed"):
-            p.error(f"study {name!r} is not seed<N> or seed<N>-bf16")
+        try:
+            study_seed(name)
+        except ValueError as e:
+            p.error(str(e))
     out = ROOT / "benchmarks" / "results" / f"{STEM}.json"
     payload = open_log(out, "python benchmarks/mix_share.py " + " ".join(sys.argv[1:] if argv is None else argv))
     for name in args.studies:
-        put_run(payload, run_study(name, args.data_dir), key=lambda r: _order(r["study"]))
+        put_run(payload, run_study(name, args.data_dir), key=lambda r: study_key(r["study"]))
         atomic_write_text(out, json.dumps(payload, indent=2))
         write_md(payload, ROOT / "docs" / "results" / f"{STEM}.md")
     return 0

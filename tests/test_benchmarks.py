@@ -239,3 +239,16 @@ def test_mix_share_takes_each_pools_best_and_ranks_both_jointly():
     e_short = {**e, "keep": np.arange(n) < 30}  # 30 kept mistakes: 50, 75 and 100 cannot be made
     short = mix_share.fingerprints({"correct": c, "errors": e_short})
     assert short["25 mistakes"] is not None and short["50 mistakes"] is None and short["100 mistakes"] is None
+
+
+def test_study_names_parse_sort_and_refuse_strangers():
+    """The benchmarks' study names: seed<N> (fp32) and seed<N>-bf16, the fp32 studies first in the reports."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import study_key, study_seed
+
+    assert study_seed("seed12") == (12, False) and study_seed("seed2-bf16") == (2, True)
+    names = ["seed2-bf16", "seed10", "seed0-bf16", "seed2", "seed0"]
+    assert sorted(names, key=study_key) == ["seed0", "seed2", "seed10", "seed0-bf16", "seed2-bf16"]
+    for bad in ("seedX", "seed", "12", "seed1-fp16", "Seed1"):
+        with pytest.raises(ValueError, match="seed<N> or seed<N>-bf16"):
+            study_seed(bad)
