@@ -241,6 +241,38 @@ def test_mix_share_takes_each_pools_best_and_ranks_both_jointly():
     assert short["25 mistakes"] is not None and short["50 mistakes"] is None and short["100 mistakes"] is None
 
 
+def test_held_back_splits_pools_and_follows_its_protocol():
+    """held_back: each setting takes its pools' best by hard Confer; the protocol picks on seeds 0-6 by goal met
+    then d', excludes a setting with more false accusations than the default there, and confirms on the rest."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import held_back
+
+    n = 120
+    pools = {name: {"hard": np.arange(n)[::-1] / n, "keep": np.ones(n, bool),
+                    "agree": np.tile(np.arange(n) + 1000 * i, (2, 1))} for i, name in enumerate(("correct", "errors", "held"))}
+    got = held_back.fingerprint_answers(pools, (25, 50, 25))[0]
+    assert sorted(got) == [*range(25), *range(1000, 1050), *range(2000, 2025)]  # the first (best) of each pool
+    assert held_back.fingerprint_answers(pools, (0, 0, n + 1)) is None
+
+    def row(study, **by):  # by[setting] = (auc, margin, d', references stolen)
+        return {"study": study, "settings": {k: {"roc_auc": a, "margin": m, "d_prime": d, "gap": 0.1,
+                                                 "surrogates_stolen": 4, "references_stolen": r, "cal_minus_test_refs": 0.0}
+                                             for k, (a, m, d, r) in by.items()}}
+
+    good, bad = (1.0, 0.05, 4.0, 0), (0.9, -0.05, 2.0, 0)
+    base = dict.fromkeys(held_back.SETTINGS, bad)
+    choose = [row(f"seed{s}", **{**base, "held 75": good, "held 100": (1.0, 0.05, 5.0, 1)}) for s in range(7)]
+    confirm = [row("seed7", **{**base, "held 75": good}), row("seed0-bf16", **base)]
+    proto = held_back.protocol(choose + confirm)
+    # held 100 met the goal as often with a higher d', but accused more references than the default: excluded
+    assert proto["pick"] == "held 75" and "held 100" not in proto["eligible"] and proto["confirmed"]
+    worse = [row("seed7", **base), row("seed0-bf16", **{**base, "D1 75": good})]
+    assert not held_back.protocol(choose + worse)["confirmed"]  # the default met it more often there
+    assert held_back.protocol(choose[:6] + confirm) is None  # seeds 0-6 not all in yet
+
+
 def test_study_names_parse_sort_and_refuse_strangers():
     """The benchmarks' study names: seed<N> (fp32) and seed<N>-bf16, the fp32 studies first in the reports."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
