@@ -102,7 +102,8 @@ def optimise_pool(study, cem, seed: int) -> dict[str, np.ndarray]:
             "hard": torch.cat(hards).cpu().numpy(), "p_surr": probs_of_t(surr).astype(np.float16),
             "p_ref": probs_of_t(refs).astype(np.float16),
             "agree": agreement(study.testing, xa, t).astype(bool),
-            "seconds": np.array(seconds), "candidates": np.array(len(order))}
+            "seconds": np.array(seconds), "candidates": np.array(len(order)),
+            "x_adv": xa.cpu(), "origin": order.cpu().numpy()}  # the optimised inputs and their indices into x
 
 
 def rank_key(c: dict[str, np.ndarray], ranking: str) -> np.ndarray:
@@ -209,7 +210,8 @@ def run(args) -> None:
         path = out / "levers" / f"{name}.npz"
         if path.exists():
             continue
-        save_arrays(path, optimise_pool(study, replace(cem, **POOLS[name]), args.seed))
+        c = optimise_pool(study, replace(cem, **POOLS[name]), args.seed)
+        save_arrays(path, {k: v for k, v in c.items() if k != "x_adv"})  # the inputs themselves are not needed again
 
 
 def load_run(d: Path) -> tuple[dict, dict[str, dict]]:
