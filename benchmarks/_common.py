@@ -54,6 +54,34 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def run_studies(argv: list[str] | None, *, script: str, stem: str, description: str, run_study, write_md,
+                extra=None) -> int:
+    """The separation benchmarks' command line: ``--studies`` (finished default studies, checked) and
+    ``--data-dir``; each study's ``run_study(name, data_dir)`` row is put into ``benchmarks/results/<stem>.json``
+    (earlier rows and commands kept), ``extra(payload)`` is applied, and ``write_md`` renders
+    ``docs/results/<stem>.md`` after every study, so an interrupted run keeps what it finished."""
+    from ensemble_families import open_log, put_run  # it imports this module
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--studies", nargs="+", default=["seed0", "seed1", "seed2"])
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    for name in args.studies:
+        try:
+            study_seed(name)
+        except ValueError as e:
+            p.error(str(e))
+    out = ROOT / "benchmarks" / "results" / f"{stem}.json"
+    payload = open_log(out, f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv))
+    for name in args.studies:
+        put_run(payload, run_study(name, args.data_dir), key=lambda r: study_key(r["study"]))
+        if extra is not None:
+            extra(payload)
+        atomic_write_text(out, json.dumps(payload, indent=2))
+        write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
+    return 0
+
+
 def d_prime(surrogates, references) -> tuple[float, float]:
     """The separation benchmarks' steadier statistic than the margin: the gap (mean surrogate minus mean
     reference score) and d′, the gap over the pooled within-group standard deviation."""

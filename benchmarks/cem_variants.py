@@ -53,7 +53,7 @@ from torch import nn
 from torch.func import functional_call
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import DEFAULT, _expectation, _fingerprint_cached
+from conferprint.experiments.quickstart import _expectation, _fingerprint_cached
 from conferprint.fingerprint import Fingerprint
 from conferprint.fingerprint.baselines import iterative_gradient_attack
 from conferprint.fingerprint.generate import generate_fingerprint

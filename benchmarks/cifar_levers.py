@@ -48,7 +48,7 @@ from conferprint.verify import separation_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import d_prime, load_arrays, save_arrays  # noqa: E402
-from candidate_signals import agreement  # noqa: E402  (the same per-model answers)
+from candidate_signals import agreement, power as held_out_power  # noqa: E402  (the same answers and power)
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "cifar-levers-cuda"
@@ -125,8 +125,7 @@ def signals(c: dict[str, np.ndarray], is_surr: np.ndarray) -> dict:
     of the testing surrogates agreeing with the source minus share of the testing references), and the mean power
     of every kept candidate and of the ``SIZE`` each ranking puts first."""
     kept = np.flatnonzero(c["keep"])
-    agree = c["agree"].astype(np.float64)
-    power = agree[is_surr].mean(0) - agree[~is_surr].mean(0)
+    power = held_out_power(c["agree"].astype(np.float64), is_surr)
     out = {"mean_power_kept": float(power[kept].mean()) if len(kept) else None}
     for ranking in RANKINGS:
         key = rank_key(c, ranking)[kept]

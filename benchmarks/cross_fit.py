@@ -30,8 +30,6 @@ Writes benchmarks/results/cross-fit-fashion-mnist.json and docs/results/cross-fi
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -47,10 +45,9 @@ from conferprint.fingerprint import CEM, load_fingerprint
 from conferprint.fingerprint.scores import confer, labels_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_arrays, save_arrays, separated, study_key, study_seed  # noqa: E402
-from candidate_signals import agreement  # noqa: E402
+from _common import load_arrays, run_studies, save_arrays, separated, study_key  # noqa: E402
+from candidate_signals import agreement, power as held_out_power  # noqa: E402  (the same answers and power)
 from cifar_levers import optimise_pool  # noqa: E402
-from ensemble_families import open_log, put_run  # noqa: E402
 from held_out_levers import builder_for, study_of  # noqa: E402
 from mix_share import evaluate, pools_of, top  # noqa: E402
 
@@ -136,8 +133,7 @@ def run_study(name: str, data_dir) -> dict:
     for key, (ranking, k) in SETTINGS.items():
         ic, ie = top(correct, SIZE - k), pick(c, ranking, k)
         settings[key] = evaluate(np.concatenate([correct["agree"][:, ic], c["agree"][:, ie]], axis=1), ctl, is_surr, n)
-    a = c["agree"][:n].astype(np.float64)
-    power = a[is_surr].mean(0) - a[~is_surr].mean(0)
+    power = held_out_power(c["agree"][:n], is_surr)
     kept = np.flatnonzero(c["keep"])
     signals = {r: {"corr": float(np.corrcoef(key_of(c, r)[kept], power[kept])[0, 1]),
                    "top75_power": float(power[pick(c, r, 75)].mean())} for r in RANKINGS}
@@ -180,22 +176,8 @@ def write_md(payload: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--studies", nargs="+", default=["seed0", "seed1", "seed2"])
-    p.add_argument("--data-dir", default=None)
-    args = p.parse_args(argv)
-    for name in args.studies:
-        try:
-            study_seed(name)
-        except ValueError as e:
-            p.error(str(e))
-    out = ROOT / "benchmarks" / "results" / f"{STEM}.json"
-    payload = open_log(out, "python benchmarks/cross_fit.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    for name in args.studies:
-        put_run(payload, run_study(name, args.data_dir), key=lambda r: study_key(r["study"]))
-        atomic_write_text(out, json.dumps(payload, indent=2))
-        write_md(payload, ROOT / "docs" / "results" / f"{STEM}.md")
-    return 0
+    return run_studies(argv, script="cross_fit.py", stem=STEM, description=__doc__.split("\n\n")[0],
+                       run_study=run_study, write_md=write_md)
 
 
 if __name__ == "__main__":

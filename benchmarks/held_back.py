@@ -33,8 +33,6 @@ Writes benchmarks/results/held-back-fashion-mnist.json and docs/results/held-bac
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -48,10 +46,9 @@ from conferprint.experiments.quickstart import DEFAULT, control_fingerprint
 from conferprint.fingerprint import CEM, load_fingerprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_arrays, save_arrays, separated, study_key, study_seed  # noqa: E402
-from candidate_signals import agreement  # noqa: E402
+from _common import load_arrays, run_studies, save_arrays, separated, study_key  # noqa: E402
+from candidate_signals import agreement, power as held_out_power  # noqa: E402  (the same answers and power)
 from cifar_levers import optimise_pool  # noqa: E402
-from ensemble_families import open_log, put_run  # noqa: E402
 from held_out_levers import study_of  # noqa: E402
 from mix_share import BUCKETS, evaluate, pools_of, top  # noqa: E402
 
@@ -116,8 +113,7 @@ def run_study(name: str, data_dir) -> dict:
         settings[key] = res
     power = {}
     for pool in ("errors", "held"):
-        a = pools[pool]["agree"][:n].astype(np.float64)
-        p = a[is_surr].mean(0) - a[~is_surr].mean(0)
+        p = held_out_power(pools[pool]["agree"][:n], is_surr)
         idx = top(pools[pool], BUCKETS[-1][1])
         power[pool] = {"kept": int(pools[pool]["keep"].sum()), "candidates": int(pools[pool]["candidates"]),
                        "optimise_seconds": float(pools[pool]["seconds"]),
@@ -205,23 +201,9 @@ def write_md(payload: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--studies", nargs="+", default=["seed0", "seed1", "seed2"])
-    p.add_argument("--data-dir", default=None)
-    args = p.parse_args(argv)
-    for name in args.studies:
-        try:
-            study_seed(name)
-        except ValueError as e:
-            p.error(str(e))
-    out = ROOT / "benchmarks" / "results" / f"{STEM}.json"
-    payload = open_log(out, "python benchmarks/held_back.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    for name in args.studies:
-        put_run(payload, run_study(name, args.data_dir), key=lambda r: study_key(r["study"]))
-        payload["protocol"] = protocol(payload["runs"])
-        atomic_write_text(out, json.dumps(payload, indent=2))
-        write_md(payload, ROOT / "docs" / "results" / f"{STEM}.md")
-    return 0
+    return run_studies(argv, script="held_back.py", stem=STEM, description=__doc__.split("\n\n")[0],
+                       run_study=run_study, write_md=write_md,
+                       extra=lambda payload: payload.update(protocol=protocol(payload["runs"])))
 
 
 if __name__ == "__main__":
