@@ -273,6 +273,24 @@ def test_held_back_splits_pools_and_follows_its_protocol():
     assert held_back.protocol(choose[:6] + confirm) is None  # seeds 0-6 not all in yet
 
 
+def test_cross_fit_halves_and_ranking():
+    """cross_fit: D1's two halves are seeded, disjoint and even; a ranking picks among the kept candidates by its
+    own key (cross-fitted Confer), ties by Confer on the training models."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cross_fit
+
+    h = cross_fit.halves(1001, seed=3)
+    assert set(np.unique(h)) == {0, 1} and abs(int(h.sum()) - 500) <= 1
+    assert np.array_equal(h, cross_fit.halves(1001, seed=3)) and not np.array_equal(h, cross_fit.halves(1001, seed=4))
+    c = {"keep": np.array([True, True, True, False, True]), "hard": np.array([0.9, 0.5, 0.5, 1.0, 0.1]),
+         "cross": np.array([0.2, 0.6, 0.6, 1.0, 0.8]), "seen": np.array([0.9, 0.0, 0.1, 1.0, 0.0])}
+    assert cross_fit.pick(c, "training models", 3).tolist() == [0, 1, 2]
+    assert cross_fit.pick(c, "cross-fit", 3).tolist() == [4, 1, 2]  # 1 and 2 tie on both keys: by position
+    assert cross_fit.pick(c, "seen half", 2).tolist() == [0, 2]  # never the unkept candidate 3
+
+
 def test_study_names_parse_sort_and_refuse_strangers():
     """The benchmarks' study names: seed<N> (fp32) and seed<N>-bf16, the fp32 studies first in the reports."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
