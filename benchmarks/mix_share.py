@@ -113,7 +113,9 @@ def fingerprints(pools: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarra
 
 def evaluate(answers: np.ndarray, ctl: np.ndarray, is_surr: np.ndarray, n_testing: int) -> dict:
     """``answers`` (testing models then calibration references, examples) scored as the quickstart scores them."""
-    score = answers.astype(np.float64).mean(1) - ctl
+    # a score is a whole number of 1/500ths; rounding makes equal scores tie exactly (the AUC counts a tie one half)
+    # instead of being ordered by the float32 noise (1e-8) in the control's mean
+    score = np.round(answers.astype(np.float64).mean(1) - ctl.astype(np.float64), 6)
     test, cal = score[:n_testing], score[n_testing:]
     pos, neg = test[is_surr].tolist(), test[~is_surr].tolist()
     st = separation_stats(pos, neg)

@@ -111,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                      "goal_met": bool(separated(res["roc_auc"], sep.get("margin"))
                                       and res["fingerprint"]["size"] == 100 and res["fingerprint"]["params"]["eps"] <= 0.1
                                       and from_nothing(res) < 900)})
+        full_walls.update({r["seed"]: r["from_nothing_wall_seconds"] for r in runs if r["from_nothing_wall_seconds"] is not None})
         payload = {"command": "python benchmarks/quickstart_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                    "preset": config.to_dict(), "device": args.device, "bf16": args.bf16, "runs": runs,
+                   "from_nothing_walls": {str(k): v for k, v in sorted(full_walls.items())},
                    "versions": versions() if args.collect is None else res["versions"], "note": args.note,
                    "about_times": "wall_seconds include reusing models left by an earlier run of the same seed; "
                                   "timings.total of a run with retrained.count == retrained.of is a full run from nothing; "
@@ -126,8 +128,10 @@ def earlier_full_walls(path: Path) -> dict[int, float]:
     """Per seed, the wall time of the last run from nothing that an earlier result file recorded."""
     if not path.is_file():
         return {}
-    walls = {}
-    for r in json.loads(path.read_text()).get("runs", []):
+    earlier = json.loads(path.read_text())
+    # every seed's wall time ever recorded, kept when a run of other seeds rewrites the file
+    walls = {int(k): v for k, v in earlier.get("from_nothing_walls", {}).items()}
+    for r in earlier.get("runs", []):
         if r.get("from_nothing_wall_seconds") is not None:
             walls[r["seed"]] = r["from_nothing_wall_seconds"]
         elif r["retrained"]["count"] == r["retrained"]["of"]:

@@ -213,6 +213,22 @@ def test_calibrated_threshold_is_fitted_on_calibration_references_only(tiny_run,
         replace(cfg, threshold_rule="median")
 
 
+def test_equal_control_differences_tie_exactly_despite_float32_noise():
+    """0 − 0.002 and 0.01 − 0.012 are the same score; from float32 CAEAccs they differ by ~2e-10, which would order
+    a surrogate and a reference at random in the AUC (the replays of seeds 5, 9, 10, 16 of the default study)."""
+    import numpy as np
+
+    from conferprint.verify.calibration import control_difference
+    from conferprint.verify.metrics import roc_auc
+
+    f32 = lambda v: float(np.float32(v))  # noqa: E731
+    assert f32(0.0) - f32(0.002) != f32(0.01) - f32(0.012)  # the noise is real
+    s, r = control_difference(np.float32(0.0), np.float32(0.002)), control_difference(np.float32(0.01), np.float32(0.012))
+    assert s == r == -0.002
+    assert roc_auc([s], [r]) == 0.5
+    assert control_difference(0.5, 0.498) > control_difference(0.5, 0.5)  # one control answer in 500 still counts
+
+
 def test_a_near_copy_is_stolen_although_its_control_difference_is_zero():
     from conferprint.experiments.quickstart import decide
 

@@ -40,8 +40,13 @@ import torch
 
 
 def control_difference(cae_fingerprint: float, cae_control: float) -> float:
-    """``CAEAcc(fingerprint) − CAEAcc(control)``: the adopted calibrated score."""
-    return cae_fingerprint - cae_control
+    """``CAEAcc(fingerprint) − CAEAcc(control)``: the adopted calibrated score.
+
+    Rounded to 6 decimals: both CAEAccs are shares of answers (k/n) that often arrive as float32, whose noise
+    (~3e-8) would otherwise order two equal scores at random — in the ROC AUC, which counts a tie one half, and
+    at a threshold. Distinct scores differ by at least 1/(n₁·n₂), far above that for fingerprints and
+    control sets of up to about a thousand queries each."""
+    return round(float(cae_fingerprint) - float(cae_control), 6)
 
 
 def _calibration_scores(scores: Sequence[float], alpha: float) -> list[float]:

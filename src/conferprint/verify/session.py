@@ -39,7 +39,7 @@ import torch
 from conferprint import __version__
 from conferprint.errors import JournalError
 from conferprint.fingerprint.artifact import Fingerprint, FingerprintError
-from conferprint.verify.calibration import verdict_by
+from conferprint.verify.calibration import control_difference, verdict_by
 from conferprint.verify.null import NullModel
 from conferprint.verify.oracle import Oracle, query_labels
 
@@ -334,7 +334,7 @@ def verify_with_control(fp: Fingerprint, control: Fingerprint, oracle: Oracle, *
         result.update(verdict="undecided", score=None, verdict_by=None,
                       reason="the budget or lost queries left the fingerprint or the control set incomplete")
         return result
-    score = main["cae_acc"] - ctl["cae_acc"]
+    score = control_difference(main["cae_acc"], ctl["cae_acc"])
     by = verdict_by(score, main["matches"], decision["threshold"], k)
     result.update(verdict="stolen" if any(by.values()) else "independent", score=score, verdict_by=by,
                   reason=f"score {score:+.3f} against the threshold {decision['threshold']:.3f}; "
