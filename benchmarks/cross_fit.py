@@ -45,11 +45,11 @@ from conferprint.fingerprint import CEM, load_fingerprint
 from conferprint.fingerprint.scores import confer, labels_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_arrays, run_studies, save_arrays, separated, study_key  # noqa: E402
+from _common import load_arrays, run_studies, save_arrays, study_key  # noqa: E402
 from candidate_signals import agreement, power as held_out_power  # noqa: E402  (the same answers and power)
 from cifar_levers import optimise_pool  # noqa: E402
 from held_out_levers import builder_for, study_of  # noqa: E402
-from mix_share import evaluate, pools_of, top  # noqa: E402
+from mix_share import evaluate, pools_of, settings_table, top  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "cross-fit-fashion-mnist"
@@ -80,17 +80,17 @@ def half_references(study, folder: Path, seed: int, amp: bool, half: np.ndarray)
     return [m.model for m in out[0]], [m.model for m in out[1]], seconds
 
 
-def rankings(folder: Path, seed: int, amp: bool, study, fp) -> dict[str, np.ndarray]:
-    """The errors pool (replayed, checked) with each kept-or-not candidate's key under every ranking; cached."""
+def rankings(folder: Path, seed: int, amp: bool, study, fp, replayed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The errors pool (checked against ``replayed``, mix_share's) with each candidate's key under every ranking;
+    cached."""
     path = folder / "cross-fit" / "ranking.npz"
     if path.exists():
         return load_arrays(path)
     cem = CEM(**fp.manifest["params"])
-    cached = pools_of(folder, seed, study, fp)["errors"]
     models = SimpleNamespace(source=study.source, x1=study.x1, y1=study.y1, training_role=study.training_role,
                              testing=list(study.testing) + list(study.calibration))
     c = optimise_pool(models, replace(cem, candidates="errors"), seed)
-    if not all(np.array_equal(c[k], cached[k]) for k in ("t", "keep", "hard", "agree")):
+    if not all(np.array_equal(c[k], replayed[k]) for k in ("t", "keep", "hard", "agree")):
         raise SystemExit(f"{folder}: the errors pool optimised again differs from mix_share's replay")
     half = halves(len(study.y1), seed)
     refs0, refs1, train_seconds = half_references(study, folder, seed, amp, half)
@@ -123,8 +123,8 @@ def run_study(name: str, data_dir) -> dict:
     folder, seed, amp, study = study_of(name, data_dir, DEFAULT)
     fp, ctl_fp = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
     t0 = time.perf_counter()
-    correct = pools_of(folder, seed, study, fp)["correct"]
-    c = rankings(folder, seed, amp, study, fp)
+    pools = pools_of(folder, seed, study, fp)
+    correct, c = pools["correct"], rankings(folder, seed, amp, study, fp, pools["errors"])
     everyone = list(study.testing) + list(study.calibration)
     ctl = agreement(everyone, ctl_fp.inputs, ctl_fp.keys).mean(1)
     n = len(study.testing)
@@ -143,23 +143,14 @@ def run_study(name: str, data_dir) -> dict:
 
 def write_md(payload: dict, path: Path) -> None:
     runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
-    studies = [r["study"] for r in runs]
     lines = ["# Ranking the source's mistakes by references that never saw them (Fashion-MNIST)", "",
              "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
              "The errors pool of each study optimised again as the default does (same ensemble, same kept candidates); "
              "only the ranking of its mistakes changes. `cross-fit`: Confer with the training surrogates and the 8 "
              "references trained on the other half of D1; `seen half`: the 8 of the mistake's own half. Cells: AUC / "
              "margin / d′ on the 8 + 8 testing models; goal met: AUC ≥ 0.95 and margin > 0; verdicts at the threshold "
-             "refitted on the study's 12 calibration references.", "",
-             "| setting | " + " | ".join(studies) + " | goal met | mean d′ | mean gap | stolen: surrogates, references |",
-             "| --- |" + " --- |" * (len(studies) + 4)]
-    for key in SETTINGS:
-        rows = [r["settings"][key] for r in runs]
-        cells = [f"{v['roc_auc']:.3f} / {v['margin']:+.3f} / {v['d_prime']:.2f}" for v in rows]
-        met = sum(separated(v["roc_auc"], v["margin"]) for v in rows)
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {met} / {len(rows)} | {np.mean([v['d_prime'] for v in rows]):.2f} | "
-                     f"{np.mean([v['gap'] for v in rows]):.3f} | {sum(v['surrogates_stolen'] for v in rows)} / {8 * len(rows)}, "
-                     f"{sum(v['references_stolen'] for v in rows)} / {8 * len(rows)} |")
+             "refitted on the study's 12 calibration references.", ""]
+    lines += settings_table(runs, SETTINGS)
     lines += ["", "Over each study's kept mistakes: the correlation of the ranking's key with the held-out power (share of "
                   "testing surrogates minus share of testing references giving the source's label), and the mean power of "
                   "the 75 it puts first:", "",

@@ -50,7 +50,7 @@ from _common import load_arrays, run_studies, save_arrays, separated, study_key 
 from candidate_signals import agreement, power as held_out_power  # noqa: E402  (the same answers and power)
 from cifar_levers import optimise_pool  # noqa: E402
 from held_out_levers import study_of  # noqa: E402
-from mix_share import BUCKETS, evaluate, pools_of, top  # noqa: E402
+from mix_share import BUCKETS, evaluate, pools_of, power_table, settings_table, top  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "held-back-fashion-mnist"
@@ -152,7 +152,6 @@ def protocol(runs: list[dict]) -> dict | None:
 
 def write_md(payload: dict, path: Path) -> None:
     runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
-    studies = [r["study"] for r in runs]
     lines = ["# The source's mistakes on held-back data as the fingerprint's mistakes (Fashion-MNIST)", "",
              "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
              "Held-back data: the test split, on which no model of the study trained. Settings: `D1 75` the default "
@@ -160,19 +159,9 @@ def write_md(payload: dict, path: Path) -> None:
              "held-back data; each part its pool's best by hard Confer on the 26 training models. Cells: AUC / margin / "
              "d′ on the 8 + 8 testing models; goal met: AUC ≥ 0.95 and margin > 0. Verdicts at the threshold refitted "
              "on the study's 12 calibration references. `cal − test`: the calibration references' mean raw CAEAcc "
-             "minus the testing references'.", "",
-             "| setting | " + " | ".join(studies) + " | goal met | mean d′ | mean gap | stolen: surrogates, references | cal − test |",
-             "| --- |" + " --- |" * (len(studies) + 5)]
-    for key in [*SETTINGS, *EXPLORATORY]:
-        rows = [r["settings"].get(key) for r in runs]
-        cells = [f"{v['roc_auc']:.3f} / {v['margin']:+.3f} / {v['d_prime']:.2f}" if v else "–" for v in rows]
-        t = totals(runs, key)
-        if t is None:
-            lines.append(f"| {key} | " + " | ".join(cells) + " | – | – | – | – | – |")
-            continue
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {t['met']} / {t['studies']} | {t['d_prime']:.2f} | "
-                     f"{t['gap']:.3f} | {t['surrogates_stolen']} / {8 * t['studies']}, {t['references_stolen']} / "
-                     f"{8 * t['studies']} | {t['cal_minus_test_refs']:+.4f} |")
+             "minus the testing references'.", ""]
+    cal_bias = ("cal − test", lambda rows: f"{np.mean([v['cal_minus_test_refs'] for v in rows]):+.4f}")
+    lines += settings_table(runs, [*SETTINGS, *EXPLORATORY], extra=[cal_bias])
     proto = payload.get("protocol")
     if proto:
         lines += ["", f"Protocol (chosen on {', '.join(proto['chosen_on'])}; confirmed on the other "
@@ -187,16 +176,8 @@ def write_md(payload: dict, path: Path) -> None:
             fmt = (lambda t: f"{t['met']} / {t['studies']}, {t['d_prime']:.2f}, {t['references_stolen']}" if t else "–")
             lines.append(f"| {key} | {fmt(a)} | {fmt(b)} |")
     lines += ["", "Held-out power (share of testing surrogates minus share of testing references giving the source's "
-                  "label) of each mistakes pool's candidates by rank (hard Confer), and the pool's kept candidates:", "",
-              "| study | pool | kept / optimised | ranks 1–25 | 26–50 | 51–75 | 76–100 | optimised in s |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in runs:
-        for pool, v in r["pools"].items():
-            cells = " | ".join(f"{x:.3f}" if x is not None else "–" for x in v["by_rank"])
-            lines.append(f"| {r['study']} | {pool} | {v['kept']} / {v['candidates']} | {cells} | {v['optimise_seconds']:.0f} |")
-    for pool in ("errors", "held"):
-        by = np.array([[x if x is not None else np.nan for x in r["pools"][pool]["by_rank"]] for r in runs])
-        lines.append(f"| mean | {pool} | | " + " | ".join(f"{x:.3f}" for x in np.nanmean(by, 0)) + " | |")
+                  "label) of each mistakes pool's candidates by rank (hard Confer), and the pool's kept candidates:", ""]
+    lines += power_table(runs, ("errors", "held"))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -150,9 +150,42 @@ def run_study(name: str, data_dir) -> dict:
             "models": [m.name for m in study.testing], "seconds": time.perf_counter() - t0}
 
 
+def settings_table(runs: list[dict], keys, extra=()) -> list[str]:
+    """A markdown table of settings (rows) by study: AUC / margin / d′ per study, then over the studies the setting
+    was measured on, goal met, mean d′, mean gap and score-only verdicts; ``extra``: ``(header, cell(rows))`` columns."""
+    studies = [r["study"] for r in runs]
+    lines = ["| setting | " + " | ".join(studies) + " | goal met | mean d′ | mean gap | stolen: surrogates, references |"
+             + "".join(f" {h} |" for h, _ in extra), "| --- |" + " --- |" * (len(studies) + 4 + len(extra))]
+    for key in keys:
+        rows = [r["settings"].get(key) for r in runs]
+        cells = [f"{v['roc_auc']:.3f} / {v['margin']:+.3f} / {v['d_prime']:.2f}" if v else "–" for v in rows]
+        done = [v for v in rows if v]
+        if not done:
+            continue
+        met = sum(separated(v["roc_auc"], v["margin"]) for v in done)
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {met} / {len(done)} | {np.mean([v['d_prime'] for v in done]):.2f} | "
+                     f"{np.mean([v['gap'] for v in done]):.3f} | {sum(v['surrogates_stolen'] for v in done)} / {8 * len(done)}, "
+                     f"{sum(v['references_stolen'] for v in done)} / {8 * len(done)} |" + "".join(f" {cell(done)} |" for _, cell in extra))
+    return lines
+
+
+def power_table(runs: list[dict], pools) -> list[str]:
+    """Per study and pool, the held-out power of the pool's candidates by rank and its kept candidates; then the
+    mean over the studies of each of ``pools``."""
+    lines = ["| study | pool | kept / optimised | ranks 1–25 | 26–50 | 51–75 | 76–100 | optimised in s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        for pool, v in r["pools"].items():
+            cells = " | ".join(f"{x:.3f}" if x is not None else "–" for x in v["by_rank"])
+            lines.append(f"| {r['study']} | {pool} | {v['kept']} / {v['candidates']} | {cells} | {v['optimise_seconds']:.0f} |")
+    for pool in pools:
+        by = np.array([[x if x is not None else np.nan for x in r["pools"][pool]["by_rank"]] for r in runs])
+        lines.append(f"| mean | {pool} | | " + " | ".join(f"{x:.3f}" for x in np.nanmean(by, 0)) + " | |")
+    return lines
+
+
 def write_md(payload: dict, path: Path) -> None:
     runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
-    studies = [r["study"] for r in runs]
     settings = [f"{k} mistakes" for k in SHARES] + ["joint"]
     lines = ["# How many of the fingerprint's examples from the source's mistakes (Fashion-MNIST)", "",
              "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
@@ -160,32 +193,13 @@ def write_md(payload: dict, path: Path) -> None:
              "setting's 100 examples scored as the quickstart scores them (CAEAcc − CAEAcc on the study's control set) on "
              "its 8 + 8 testing models. `50 mistakes` was the default until stop 26, `75 mistakes` is since. `joint`: the 100 best of both pools by hard Confer. "
              "Cells: AUC / margin / d′; goal met: AUC ≥ 0.95 and margin > 0. Verdicts: the threshold refitted on the "
-             "study's 12 calibration references (prediction bound, α 0.05).", "",
-             "| setting | " + " | ".join(studies) + " | goal met | mean d′ | mean gap | stolen: surrogates, references |",
-             "| --- |" + " --- |" * (len(studies) + 4)]
-    for s in settings:
-        rows = [r["settings"].get(s) for r in runs]
-        cells = [f"{v['roc_auc']:.3f} / {v['margin']:+.3f} / {v['d_prime']:.2f}" if v else "–" for v in rows]
-        done = [v for v in rows if v]
-        if not done:
-            continue
-        met = sum(separated(v["roc_auc"], v["margin"]) for v in done)
-        lines.append(f"| {s} | " + " | ".join(cells) + f" | {met} / {len(done)} | {np.mean([v['d_prime'] for v in done]):.2f} | "
-                     f"{np.mean([v['gap'] for v in done]):.3f} | {sum(v['surrogates_stolen'] for v in done)} / {8 * len(done)}, "
-                     f"{sum(v['references_stolen'] for v in done)} / {8 * len(done)} |")
+             "study's 12 calibration references (prediction bound, α 0.05).", ""]
+    lines += settings_table(runs, settings)
     lines += ["", "`joint` took this many of its 100 from the mistakes: " +
               ", ".join(f"{r['study']} {r['joint_mistakes']}" for r in runs) + ".", "",
               "Held-out power (share of testing surrogates minus share of testing references giving the source's label) "
-              "of each pool's candidates by rank (hard Confer), and the pool's kept candidates (adversarial, Confer ≥ τ):", "",
-              "| study | pool | kept / optimised | ranks 1–25 | 26–50 | 51–75 | 76–100 | optimised in s |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in runs:
-        for pool, v in r["pools"].items():
-            cells = " | ".join(f"{x:.3f}" if x is not None else "–" for x in v["by_rank"])
-            lines.append(f"| {r['study']} | {pool} | {v['kept']} / {v['candidates']} | {cells} | {v['optimise_seconds']:.0f} |")
-    for pool in POOLS:
-        by = np.array([[x if x is not None else np.nan for x in r["pools"][pool]["by_rank"]] for r in runs])
-        lines.append(f"| mean | {pool} | | " + " | ".join(f"{x:.3f}" for x in np.nanmean(by, 0)) + " | |")
+              "of each pool's candidates by rank (hard Confer), and the pool's kept candidates (adversarial, Confer ≥ τ):", ""]
+    lines += power_table(runs, POOLS)
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
