@@ -291,6 +291,38 @@ def test_cross_fit_halves_and_ranking():
     assert cross_fit.pick(c, "seen half", 2).tolist() == [0, 2]  # never the unkept candidate 3
 
 
+def test_fingerprint_size_splits_pools_and_tells_affinity_from_the_examples_noise():
+    """fingerprint_size: a size n takes the pools' best n − ⌊0.75 n⌋ and ⌊0.75 n⌋; the noise decomposition finds
+    no affinity in models answering independently, and finds it where each model has its own rate."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fingerprint_size as fs
+
+    rng = np.random.default_rng(0)
+    pools = {p: {"keep": np.ones(20, bool), "hard": np.linspace(1, 0, 20), "agree": np.arange(20)[None, :] + 100 * i}
+             for i, p in enumerate(("correct", "errors"))}
+    got = fs.pick(pools, 8, 0.75)[0]
+    assert got.tolist() == [0, 1, 100, 101, 102, 103, 104, 105]  # 2 correct, 6 mistakes, each pool's best first
+    assert fs.pick(pools, 40, 0.75) is None  # 30 mistakes asked of a pool keeping 20
+
+    is_surr = np.array([True] * 8 + [False] * 8)
+    n = 400
+
+    def decompose(rates):
+        answers = rng.random((16, n)) < rates[:, None]
+        ctl = rng.random((16, 500)) < 0.5
+        scores = answers.mean(1) - ctl.mean(1)
+        return fs.noise(answers, ctl, scores, is_surr)
+
+    same = [decompose(np.r_[np.full(8, 0.7), np.full(8, 0.4)]) for _ in range(200)]
+    own = [decompose(np.r_[rng.normal(0.7, 0.1, 8), rng.normal(0.4, 0.1, 8)].clip(0, 1)) for _ in range(200)]
+    examples = (0.7 * 0.3 + 0.4 * 0.6) / 2 / n + 0.25 / 500  # pooled over the two groups; the control's 500 answers
+    assert np.mean([d["examples_var"] for d in same]) == pytest.approx(examples, rel=0.1)
+    assert abs(np.mean([d["affinity_var"] for d in same])) < 0.1 * examples  # nothing but the examples' noise
+    assert np.mean([d["affinity_var"] for d in own]) == pytest.approx(0.01, rel=0.2)  # each model's own rate: sd 0.1
+
+
 def test_study_names_parse_sort_and_refuse_strangers():
     """The benchmarks' study names: seed<N> (fp32) and seed<N>-bf16, the fp32 studies first in the reports."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
