@@ -19,7 +19,9 @@ clean images none of the models trained on (Fashion-MNIST's test split): its acc
 source (fidelity), its agreement with the source's wrong label where the source errs, and its agreement with the
 training references' shared wrong label where the source is right (at least half of the 16 training references
 give that same wrong label). If one of them explained the references' affinity, a second control built on it
-could remove it; reported as each one's correlation with the score within a study's group, averaged.
+could remove it; reported as each one's correlation with the score within a study's group, averaged. And
+whether the affinity sits in examples of one kind: the covariance, across a group's models, of two examples'
+answers when both have the same (true class, key) pair against when they do not, in the default's 100.
 
 Each study's two CEM pools come from `mix_share.py`'s replay (cached there; no model is retrained, nothing is
 optimised again unless its cache is missing) and its control set's answers from the models. For each size n the
@@ -46,7 +48,7 @@ from conferprint.fingerprint import CEM, load_fingerprint
 from conferprint.training import predict_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import run_studies, separated, study_key  # noqa: E402
+from _common import run_studies, separated, study_key, study_seed  # noqa: E402
 from candidate_signals import agreement  # noqa: E402  (the same answers)
 from held_out_levers import study_of  # noqa: E402  (the same finished studies)
 from mix_share import evaluate, pools_of, top  # noqa: E402  (the replayed pools, scored as the quickstart scores)
@@ -95,6 +97,29 @@ def covariates(study) -> dict[str, list[float]]:
     return {k: v.tolist() for k, v in zip(COVARIATES, values)}
 
 
+def origins_labels(study, pool: str, seed: int, n: int) -> np.ndarray:
+    """The true labels of ``pool``'s first ``n`` candidates, in the order `CEM.generate` (and so the replay) takes
+    them: the eligible D1 images shuffled by a generator seeded with the study's seed."""
+    gen = torch.Generator().manual_seed(seed)
+    right = predict_labels(study.source.model, study.x1) == study.y1
+    eligible = (right if pool == "correct" else ~right).nonzero().squeeze(1)
+    return study.y1[eligible[torch.randperm(len(eligible), generator=gen)][:n]].numpy()
+
+
+def pair_covariance(answers: np.ndarray, pairs: list[tuple[int, int]], is_surr: np.ndarray) -> dict[str, float]:
+    """Mean covariance, across each group's models, of two examples' answers with the same (true class, key)
+    pair and with different pairs, and the share of example pairs that share it; pooled over the two groups."""
+    same = np.array([[p == q for q in pairs] for p in pairs])
+    off = ~np.eye(len(pairs), dtype=bool)
+    out = {"same_pair": [], "other_pairs": []}
+    for group in (is_surr, ~is_surr):
+        a = answers[group].astype(np.float64)
+        cov = np.cov(a, rowvar=False)  # examples × examples, over the group's models
+        out["same_pair"].append(cov[same & off].mean() if (same & off).any() else np.nan)
+        out["other_pairs"].append(cov[~same & off].mean())
+    return {**{k: float(np.nanmean(v)) for k, v in out.items()}, "share_same": float((same & off).sum() / off.sum())}
+
+
 def pools_and_control(name: str, data_dir):
     """A finished study's replayed pools, its control set's answers (testing models then calibration references),
     which testing models are surrogates, its ``errors_share``, and the study's models."""
@@ -124,7 +149,14 @@ def size_rows(pools, ctl_answers: np.ndarray, is_surr: np.ndarray, share: float,
 def run_study(name: str, data_dir) -> dict:
     t0 = time.perf_counter()
     pools, ctl_answers, is_surr, share, study = pools_and_control(name, data_dir)
+    seed = study_seed(name)[0]
+    k = int(DEFAULT.cem.size * share + 1e-9)
+    picked = {"correct": top(pools["correct"], DEFAULT.cem.size - k), "errors": top(pools["errors"], k)}
+    pairs = [(int(y), int(t)) for pool, idx in picked.items()
+             for y, t in zip(origins_labels(study, pool, seed, int(pools[pool]["candidates"]))[idx], pools[pool]["t"][idx])]
+    answers = pick(pools, DEFAULT.cem.size, share)[: len(is_surr)]
     return {"study": name, "errors_share": share, "sizes": size_rows(pools, ctl_answers, is_surr, share),
+            "pairs": {**pair_covariance(answers, pairs, is_surr), "distinct": len(set(pairs))},
             "is_surrogate": is_surr.tolist(), "covariates": covariates(study), "seconds": time.perf_counter() - t0}
 
 
@@ -191,6 +223,12 @@ def write_md(payload: dict, path: Path) -> None:
               "the source's wrong label where it errs; agreement with the training references' shared wrong label where the "
               "source is right.", "", "| covariate | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
     lines += [f"| {r['covariate']} | " + " | ".join(f"{r[c]:+.2f}" if r[c] is not None else "–" for c in cols) + " |" for r in cov]
+    pc = {k: float(np.mean([r["pairs"][k] for r in runs])) for k in ("same_pair", "other_pairs", "share_same", "distinct")}
+    excess = pc["share_same"] * (pc["same_pair"] - pc["other_pairs"])
+    lines += ["", f"Examples of one kind: in the default's 100 (mean of the studies; {pc['distinct']:.1f} distinct (true class, key) "
+              f"pairs), two examples' answers covary across a group's models by {pc['same_pair']:.4f} when they share the pair "
+              f"and by {pc['other_pairs']:.4f} when they do not; {pc['share_same']:.3f} of the example pairs share it, so the "
+              f"same-pair excess is {excess / (excess + pc['other_pairs']):.0%} of the covariance that makes the affinity.", ""]
     lines += ["", "Per study: AUC / margin / d′ at each size.", "",
               "| study | " + " | ".join(str(n) for n in SIZES) + " |", "| --- |" + " --- |" * len(SIZES)]
     for r in runs:

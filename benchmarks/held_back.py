@@ -126,28 +126,46 @@ def totals(runs: list[dict], key: str) -> dict | None:
     rows = [r["settings"].get(key) for r in runs]
     if not rows or any(v is None for v in rows):
         return None
-    return {"met": sum(separated(v["roc_auc"], v["margin"]) for v in rows),
-            "d_prime": float(np.mean([v["d_prime"] for v in rows])), "gap": float(np.mean([v["gap"] for v in rows])),
-            "surrogates_stolen": sum(v["surrogates_stolen"] for v in rows),
-            "references_stolen": sum(v["references_stolen"] for v in rows),
-            "cal_minus_test_refs": float(np.mean([v["cal_minus_test_refs"] for v in rows])), "studies": len(rows)}
+    out = {"met": sum(separated(v["roc_auc"], v["margin"]) for v in rows),
+           "d_prime": float(np.mean([v["d_prime"] for v in rows])), "gap": float(np.mean([v["gap"] for v in rows])),
+           "surrogates_stolen": sum(v["surrogates_stolen"] for v in rows),
+           "references_stolen": sum(v["references_stolen"] for v in rows), "studies": len(rows)}
+    if all("cal_minus_test_refs" in v for v in rows):
+        out["cal_minus_test_refs"] = float(np.mean([v["cal_minus_test_refs"] for v in rows]))
+    return out
 
 
-def protocol(runs: list[dict]) -> dict | None:
-    """The pre-registered choice (module docstring): chosen on fp32 seeds 0–6, confirmed on the rest."""
+def protocol(runs: list[dict], settings=tuple(SETTINGS), default: str = "D1 75") -> dict | None:
+    """The pre-registered choice (module docstring; `pair_cap.py` uses it too): chosen on fp32 seeds 0–6 by goal
+    met, then mean d′, among the ``settings`` calling no more of those studies' references stolen than
+    ``default``; confirmed on the rest if it meets the goal there as often as ``default`` with a higher mean d′
+    and at most one more false accusation."""
     choose = [r for r in runs if r["study"] in CHOOSE]
     confirm = [r for r in runs if r["study"] not in CHOOSE]
     if len(choose) < len(CHOOSE) or not confirm:
         return None
-    base = totals(choose, "D1 75")
-    ok = {k: t for k in SETTINGS if (t := totals(choose, k)) and t["references_stolen"] <= base["references_stolen"]}
+    base = totals(choose, default)
+    ok = {k: t for k in settings if (t := totals(choose, k)) and t["references_stolen"] <= base["references_stolen"]}
     pick = max(ok, key=lambda k: (ok[k]["met"], ok[k]["d_prime"]))
-    b, c = totals(confirm, "D1 75"), totals(confirm, pick)
-    confirmed = pick != "D1 75" and c is not None and c["met"] >= b["met"] and c["d_prime"] > b["d_prime"] \
+    b, c = totals(confirm, default), totals(confirm, pick)
+    confirmed = pick != default and c is not None and c["met"] >= b["met"] and c["d_prime"] > b["d_prime"] \
         and c["references_stolen"] <= b["references_stolen"] + 1
-    return {"chosen_on": CHOOSE, "eligible": sorted(ok), "pick": pick, "confirm_studies": [r["study"] for r in confirm],
-            "confirmed": bool(confirmed),
-            "choose": {k: totals(choose, k) for k in SETTINGS}, "confirm": {k: totals(confirm, k) for k in SETTINGS}}
+    return {"chosen_on": CHOOSE, "eligible": sorted(ok), "pick": pick, "default": default,
+            "confirm_studies": [r["study"] for r in confirm], "confirmed": bool(confirmed),
+            "choose": {k: totals(choose, k) for k in settings}, "confirm": {k: totals(confirm, k) for k in settings}}
+
+
+def protocol_lines(proto: dict, settings, note: str = "") -> list[str]:
+    """The protocol's outcome and its per-setting totals on the two sets of studies, as markdown."""
+    lines = ["", f"Protocol (chosen on {', '.join(proto['chosen_on'])}; confirmed on the other "
+                 f"{len(proto['confirm_studies'])}): eligible {', '.join(proto['eligible'])}; pick **{proto['pick']}**" +
+             ("; the default stays." if proto["pick"] == proto.get("default", "D1 75") else
+              f"; confirmed: **{'yes' if proto['confirmed'] else 'no'}**.") + note, "",
+             "| setting | choose: met / d′ / refs stolen | confirm: met / d′ / refs stolen |", "| --- | --- | --- |"]
+    fmt = (lambda t: f"{t['met']} / {t['studies']}, {t['d_prime']:.2f}, {t['references_stolen']}" if t else "–")
+    for key in settings:
+        lines.append(f"| {key} | {fmt(proto['choose'][key])} | {fmt(proto['confirm'][key])} |")
+    return lines
 
 
 def write_md(payload: dict, path: Path) -> None:
@@ -164,17 +182,8 @@ def write_md(payload: dict, path: Path) -> None:
     lines += settings_table(runs, [*SETTINGS, *EXPLORATORY], extra=[cal_bias])
     proto = payload.get("protocol")
     if proto:
-        lines += ["", f"Protocol (chosen on {', '.join(proto['chosen_on'])}; confirmed on the other "
-                      f"{len(proto['confirm_studies'])}): eligible {', '.join(proto['eligible'])}; pick **{proto['pick']}**" +
-                  ("; the default stays." if proto["pick"] == "D1 75" else
-                   f"; confirmed: **{'yes' if proto['confirmed'] else 'no'}**.") +
-                  (f" `{', '.join(EXPLORATORY)}` was added after this result and is not part of it." if EXPLORATORY else ""),
-                  "",
-                  "| setting | choose: met / d′ / refs stolen | confirm: met / d′ / refs stolen |", "| --- | --- | --- |"]
-        for key in SETTINGS:
-            a, b = proto["choose"][key], proto["confirm"][key]
-            fmt = (lambda t: f"{t['met']} / {t['studies']}, {t['d_prime']:.2f}, {t['references_stolen']}" if t else "–")
-            lines.append(f"| {key} | {fmt(a)} | {fmt(b)} |")
+        lines += protocol_lines(proto, SETTINGS, f" `{', '.join(EXPLORATORY)}` was added after this result and is not part "
+                                "of it." if EXPLORATORY else "")
     lines += ["", "Held-out power (share of testing surrogates minus share of testing references giving the source's "
                   "label) of each mistakes pool's candidates by rank (hard Confer), and the pool's kept candidates:", ""]
     lines += power_table(runs, ("errors", "held"))

@@ -323,6 +323,27 @@ def test_fingerprint_size_splits_pools_and_tells_affinity_from_the_examples_nois
     assert np.mean([d["affinity_var"] for d in own]) == pytest.approx(0.01, rel=0.2)  # each model's own rate: sd 0.1
 
 
+def test_pair_cap_caps_balances_and_keeps_confer_order():
+    """pair_cap: a cap keeps the best of each (true class, key) pair up to c, in Confer order; the balanced settings
+    go round-robin over pairs or keys; never an unkept candidate; None when a pool is short."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import pair_cap
+
+    hard = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 1.0])
+    keep = np.array([True, True, True, True, True, True, False])
+    pairs = np.array([11, 11, 11, 22, 22, 33, 11])
+    keys = np.array([1, 1, 1, 2, 2, 1, 1])
+    assert pair_cap.choose(hard, keep, pairs, keys, 4, "default").tolist() == [0, 1, 2, 3]
+    assert pair_cap.choose(hard, keep, pairs, keys, 4, "cap 2").tolist() == [0, 1, 3, 4]
+    assert pair_cap.choose(hard, keep, pairs, keys, 4, "cap 1") is None  # three pairs only
+    assert pair_cap.choose(hard, keep, pairs, keys, 4, "pairs balanced").tolist() == [0, 3, 5, 1]
+    assert pair_cap.choose(hard, keep, pairs, keys, 4, "keys balanced").tolist() == [0, 3, 1, 4]
+    with pytest.raises(ValueError):
+        pair_cap.choose(hard, keep, pairs, keys, 4, "cap")
+
+
 def test_study_names_parse_sort_and_refuse_strangers():
     """The benchmarks' study names: seed<N> (fp32) and seed<N>-bf16, the fp32 studies first in the reports."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
