@@ -228,7 +228,8 @@ def write_md(payload: dict, path: Path) -> None:
     lines += ["", f"Examples of one kind: in the default's 100 (mean of the studies; {pc['distinct']:.1f} distinct (true class, key) "
               f"pairs), two examples' answers covary across a group's models by {pc['same_pair']:.4f} when they share the pair "
               f"and by {pc['other_pairs']:.4f} when they do not; {pc['share_same']:.3f} of the example pairs share it, so the "
-              f"same-pair excess is {excess / (excess + pc['other_pairs']):.0%} of the covariance that makes the affinity.", ""]
+              f"same-pair excess is {excess / (excess + pc['other_pairs']):.0%} of the answers' covariance between examples (the raw "
+              f"answers', before the control takes out each model's overall level; `pair_cap.py` tries capping it)."]
     lines += ["", "Per study: AUC / margin / d′ at each size.", "",
               "| study | " + " | ".join(str(n) for n in SIZES) + " |", "| --- |" + " --- |" * len(SIZES)]
     for r in runs:
