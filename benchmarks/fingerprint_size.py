@@ -157,7 +157,7 @@ def run_study(name: str, data_dir) -> dict:
     answers = pick(pools, DEFAULT.cem.size, share)[: len(is_surr)]
     return {"study": name, "errors_share": share, "sizes": size_rows(pools, ctl_answers, is_surr, share),
             "pairs": {**pair_covariance(answers, pairs, is_surr), "distinct": len(set(pairs))},
-            "is_surrogate": is_surr.tolist(), "covariates": covariates(study), "seconds": time.perf_counter() - t0}
+            "is_surrogate": is_surr.tolist(), "models": [m.name for m in study.testing], "covariates": covariates(study), "seconds": time.perf_counter() - t0}
 
 
 def covariate_rows(runs: list[dict], sizes=(100, 400)) -> list[dict]:
@@ -240,6 +240,18 @@ def write_md(payload: dict, path: Path) -> None:
               f"and by {pc['other_pairs']:.4f} when they do not; {pc['share_same']:.3f} of the example pairs share it, so the "
               f"same-pair excess is {excess / (excess + pc['other_pairs']):.0%} of the answers' covariance between examples (the raw "
               f"answers', before the control takes out each model's overall level; `pair_cap.py` tries capping it)."]
+    lines += ["", "How much closer to the source the thieves are on clean images: mean accuracy and fidelity (agreement with "
+              "the source) on the test split per kind of testing model, over the studies (lowest fidelity in brackets).", "",
+              "| testing models | accuracy | fidelity |", "| --- | --- | --- |"]
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for r in runs:
+        for i, name in enumerate(r["models"]):
+            parts = name.split("-")  # test-<role>-<arch>-<labels>-<k>
+            kind = f"{parts[1]} {parts[2]}" + (f" {parts[3]}" if parts[1] == "surrogate" else "")
+            kinds.setdefault(kind, []).append((r["covariates"]["accuracy"][i], r["covariates"]["fidelity"][i]))
+    for kind, v in sorted(kinds.items(), key=lambda kv: (kv[0].split()[1], kv[0])):
+        a = np.array(v)
+        lines.append(f"| {kind} | {a[:, 0].mean():.3f} | {a[:, 1].mean():.3f} ({a[:, 1].min():.3f}) |")
     lines += ["", "Per study: AUC / margin / d′ at each size.", "",
               "| study | " + " | ".join(str(n) for n in SIZES) + " |", "| --- |" + " --- |" * len(SIZES)]
     for r in runs:
