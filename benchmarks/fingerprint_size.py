@@ -202,8 +202,33 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     return out
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """The summary by size: the three standard deviations (left) and mean d′ with its bound (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["size"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for key, label in (("observed_var", "observed"), ("examples_var", "examples' noise"), ("affinity_var", "models' affinity")):
+        left.plot(n, [np.sqrt(max(r[key], 0.0)) for r in rows], marker="o", label=label)
+    left.set(xlabel="fingerprint size n", ylabel="within-group sd of the score", ylim=(0, None))
+    left.legend(frameon=False)
+    right.plot(n, [r["d_prime"] for r in rows], marker="o", label="mean d′")
+    right.plot(n, [r["d_prime_bound"] if r["d_prime_bound"] is not None else np.nan for r in rows], marker="s",
+               linestyle="--", label="bound: gap / sd affinity")
+    right.axhline(4.3, color="grey", linewidth=0.8, linestyle=":", label="needed for 19 of 20 draws")
+    right.set(xlabel="fingerprint size n", ylabel="d′", ylim=(0, None))
+    right.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_md(payload: dict, path: Path) -> None:
     runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
+    plot(summary_rows(runs), path.with_suffix(".png"))
     lines = ["# What limits separation at 100 examples, and how it grows with the fingerprint's size (Fashion-MNIST)", "",
              "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
              "Each finished default study's fingerprint at other sizes n: the best n − ⌊0.75 n⌋ of the papers' pool and the "
@@ -222,6 +247,7 @@ def write_md(payload: dict, path: Path) -> None:
         lines.append(f"| {s['size']} | {s['size'] + 500} | {s['goal_met']} / {s['studies']} | {s['gap']:.3f} | {s['d_prime']:.2f} | "
                      f"{s['surrogates_stolen']} / {8 * s['studies']}, {s['references_stolen']} / {8 * s['studies']} | "
                      f"{np.sqrt(s['observed_var']):.3f} | {np.sqrt(s['examples_var']):.3f} | {aff} | {bound} |")
+    lines += ["", f"![the score's spread and d′ by fingerprint size]({path.with_suffix('.png').name})"]
     ds = (2.5, 3.0, 3.5, 3.8, 4.2, 4.5, 5.0)
     lines += ["", "How often the margin is positive at a given d′ with 8 + 8 normal scores (simulated, 200,000 draws): " +
               ", ".join(f"{d} → {p_separated(d):.2f}" for d in ds) + "."]
