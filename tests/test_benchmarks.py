@@ -344,6 +344,27 @@ def test_pair_cap_caps_balances_and_keeps_confer_order():
         pair_cap.choose(hard, keep, pairs, keys, 4, "cap")
 
 
+def test_wider_surrogates_rule_needs_seven_studies_and_no_more_false_accusations():
+    """wider_surrogates: a candidate beats the default on fp32 seeds 0-6 by goal met, or ties it with a higher d′,
+    without calling more references stolen; other studies do not count."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import wider_surrogates as ws
+
+    def row(met: bool, d: float, refs: int = 0) -> dict:
+        return {"roc_auc": 1.0 if met else 0.9, "margin": 0.01 if met else -0.01, "d_prime": d, "references_stolen": refs}
+
+    def runs(default, wider, studies=range(7)):
+        return [{"study": f"seed{i}", "settings": {"default": default(i), "wider surrogates": wider(i)}} for i in studies]
+
+    assert ws.verdict(runs(lambda i: row(i < 5, 3.0), lambda i: row(i < 5, 3.1), range(6))) is None
+    assert ws.verdict(runs(lambda i: row(i < 5, 3.0), lambda i: row(i < 5, 3.1)))["candidate"]  # a tie, higher d′
+    assert not ws.verdict(runs(lambda i: row(i < 5, 3.0), lambda i: row(i < 5, 2.9)))["candidate"]
+    assert ws.verdict(runs(lambda i: row(i < 5, 3.0), lambda i: row(i < 6, 2.0)))["candidate"]  # met more often
+    assert not ws.verdict(runs(lambda i: row(i < 5, 3.0), lambda i: row(i < 6, 4.0, refs=int(i == 0))))["candidate"]
+    extra = [{"study": "seed0-bf16", "settings": {"default": row(True, 3.0), "wider surrogates": row(False, 1.0)}}]
+    assert ws.verdict(runs(lambda i: row(i < 5, 3.0), lambda i: row(i < 6, 2.0)) + extra)["candidate"]
+
+
 def test_study_names_parse_sort_and_refuse_strangers():
     """The benchmarks' study names: seed<N> (fp32) and seed<N>-bf16, the fp32 studies first in the reports."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
