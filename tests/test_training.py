@@ -191,3 +191,37 @@ def test_augmentation_gathers_the_shifted_and_flipped_pixels():
     assert torch.equal(apply_augmentation(x, 2, None, None, None), x)
     assert not torch.equal(apply_augmentation(x, 2, dy, dx, mask), x)
 
+
+
+def test_shifted_windows_give_the_batch_apply_augmentation_gives():
+    """shifted_windows: indexing the strided view of the padded data with a batch's indices and shifts gives,
+    pixel for pixel, the batch taken then shifted by apply_augmentation (one and three channels, odd sizes)."""
+    from conferprint.training import shifted_windows
+
+    g = torch.Generator().manual_seed(4)
+    for c, h, w, shift in ((1, 8, 8, 1), (3, 9, 7, 2), (1, 28, 28, 2)):
+        x = torch.rand(50, c, h, w, generator=g)
+        idx = torch.randperm(50, generator=g)[:17]
+        dy, dx = torch.randint(0, 2 * shift + 1, (17,), generator=g), torch.randint(0, 2 * shift + 1, (17,), generator=g)
+        got = shifted_windows(x, shift)[idx, :, dy, dx]
+        assert got.shape == (17, c, h, w) and got.is_contiguous()
+        assert torch.equal(got, apply_augmentation(x[idx], shift, dy, dx, None))
+
+
+def test_training_loop_shifting_through_windows_trains_the_same_weights(digits, monkeypatch):
+    """The loop's one-copy path (shifts without flips) trains bit for bit the weights of taking the batch and
+    then shifting it, the path it replaced and still takes with flips."""
+    import conferprint.training as training
+
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    cfg = TrainConfig(epochs=2, batch_size=32, augment=True, shift=1)
+    assert training._windows_for(x, cfg, flip=False, adversarial=False) is not None
+    assert training._windows_for(x, cfg, flip=True, adversarial=False) is None
+    weights = []
+    for windows in (True, False):
+        if not windows:
+            monkeypatch.setattr(training, "_windows_for", lambda *a, **k: None)
+        m = build_model("digits_cnn", in_channels=1, num_classes=10, seed=3)
+        train_model(m, x, y, cfg, seed=11)
+        weights.append(m.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -138,6 +138,24 @@ def apply_augmentation(x: torch.Tensor, shift: int, dy: torch.Tensor | None, dx:
     return padded.reshape(b, c, hp * wp).gather(2, index).reshape(b, c, h, w)
 
 
+def shifted_windows(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Every translation of every sample by up to ``shift`` pixels (zero padding) as one strided view of the
+    padded data, shape ``(n, c, 2·shift + 1, 2·shift + 1, h, w)``: ``windows[i, :, dy, dx]`` is sample ``i`` as
+    :func:`apply_augmentation` shifts it by ``(dy, dx)``. Indexing the view with a batch's indices and shifts
+    takes the batch and shifts it in one copy, with no per-batch padding and no index tensor as large as the
+    batch: the training loop's path when it shifts without flipping (the 28×28 and 8×8 data)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift)).contiguous()
+    hp, wp = h + 2 * shift, w + 2 * shift
+    return padded.as_strided((n, c, 2 * shift + 1, 2 * shift + 1, h, w), (c * hp * wp, hp * wp, wp, 1, wp, 1))
+
+
+def _windows_for(x: torch.Tensor, cfg: TrainConfig, flip: bool, adversarial: bool) -> torch.Tensor | None:
+    """The training loop's :func:`shifted_windows` of the whole data, where it applies (shifts, no flip, draws
+    made per epoch); else None and the loop takes ``x[idx]`` then :func:`apply_augmentation`."""
+    return shifted_windows(x, cfg.shift) if cfg.augment and cfg.shift > 0 and not flip and not adversarial else None
+
+
 def augment_batch(x: torch.Tensor, shift: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
     """Per-sample random translation by up to ``shift`` pixels (zero padding) and optional h-flip."""
     dy, dx, mask = draw_augmentation([len(x)], shift, flip, gen)
@@ -216,6 +234,7 @@ def train_model(
         bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
         starts = range(0, n, cfg.batch_size)
         sizes = [min(cfg.batch_size, n - i) for i in starts]
+        windows = _windows_for(x, cfg, flip, perturb is not None)  # the same pixels as x[idx] then the shift
         for _ in range(cfg.epochs):
             perm = torch.randperm(n, generator=gen).to(dev)  # one copy per epoch, not one per step
             draws = None
@@ -224,12 +243,15 @@ def train_model(
             losses = []  # kept on the device: reading one back each step would stall a GPU
             for i in starts:
                 idx = perm[i: i + cfg.batch_size]
-                xb = x[idx]
-                if draws is not None:
-                    xb = apply_augmentation(xb, cfg.shift, *(t[i: i + len(idx)] if t is not None else None
-                                                             for t in draws))
+                if windows is not None:  # the batch and its shifts in one copy
+                    xb = windows[idx, :, draws[0][i: i + len(idx)], draws[1][i: i + len(idx)]]
+                elif draws is not None:
+                    xb = apply_augmentation(x[idx], cfg.shift, *(t[i: i + len(idx)] if t is not None else None
+                                                                 for t in draws))
                 elif cfg.augment:
-                    xb = augment_batch(xb, cfg.shift, flip, gen)
+                    xb = augment_batch(x[idx], cfg.shift, flip, gen)
+                else:
+                    xb = x[idx]
                 if perturb is not None:
                     xb = perturb(model, xb, labels[idx], gen)
                     set_mode(model)
