@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,14 +59,18 @@ SIZES = (50, 100, 150, 200, 300, 400)
 COVARIATES = ("accuracy", "fidelity", "source's mistakes", "references' mistakes")
 
 
-def pick(pools: dict[str, dict[str, np.ndarray]], n: int, share: float) -> np.ndarray | None:
-    """(models, n) answers of the default's fingerprint at size ``n``: the best n − ⌊n · share⌋ correct and the best
-    ⌊n · share⌋ mistakes by hard Confer; None where a pool keeps too few."""
-    k = int(n * share + 1e-9)  # as CEM.n_errors rounds
-    ic, ie = top(pools["correct"], n - k), top(pools["errors"], k)
-    if len(ic) < n - k or len(ie) < k:
-        return None
-    return np.concatenate([pools["correct"]["agree"][:, ic], pools["errors"]["agree"][:, ie]], axis=1)
+def picked(pools: dict[str, dict[str, np.ndarray]], n: int, cem: CEM) -> dict[str, np.ndarray] | None:
+    """Per pool, the indices of what ``cem`` (a mixed CEM) keeps at size ``n``: the best n − k correct and the best
+    k = ``CEM.n_errors`` mistakes by hard Confer; None where a pool keeps too few."""
+    k = replace(cem, size=n).n_errors
+    idx = {"correct": top(pools["correct"], n - k), "errors": top(pools["errors"], k)}
+    return idx if len(idx["correct"]) == n - k and len(idx["errors"]) == k else None
+
+
+def pick(pools: dict[str, dict[str, np.ndarray]], n: int, cem: CEM) -> np.ndarray | None:
+    """(models, n) answers of :func:`picked`'s examples, the correct ones first; None where a pool keeps too few."""
+    idx = picked(pools, n, cem)
+    return None if idx is None else np.concatenate([pools[p]["agree"][:, i] for p, i in idx.items()], axis=1)
 
 
 def noise(answers: np.ndarray, ctl_answers: np.ndarray, scores: np.ndarray, is_surr: np.ndarray) -> dict[str, float]:
@@ -97,13 +102,16 @@ def covariates(study) -> dict[str, list[float]]:
     return {k: v.tolist() for k, v in zip(COVARIATES, values)}
 
 
-def origins_labels(study, pool: str, seed: int, n: int) -> np.ndarray:
-    """The true labels of ``pool``'s first ``n`` candidates, in the order `CEM.generate` (and so the replay) takes
-    them: the eligible D1 images shuffled by a generator seeded with the study's seed."""
-    gen = torch.Generator().manual_seed(seed)
+def origins_labels(study, seed: int, pools: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per pool, the true labels of its candidates, in the order `CEM.generate` (and so the replay) takes them: the
+    eligible D1 images shuffled by a generator seeded with the study's seed (one per pool, as the replay does)."""
     right = predict_labels(study.source.model, study.x1) == study.y1
-    eligible = (right if pool == "correct" else ~right).nonzero().squeeze(1)
-    return study.y1[eligible[torch.randperm(len(eligible), generator=gen)][:n]].numpy()
+    out = {}
+    for pool, c in pools.items():
+        gen = torch.Generator().manual_seed(seed)
+        eligible = (right if pool == "correct" else ~right).nonzero().squeeze(1)
+        out[pool] = study.y1[eligible[torch.randperm(len(eligible), generator=gen)][: int(c["candidates"])]].numpy()
+    return out
 
 
 def pair_covariance(answers: np.ndarray, pairs: list[tuple[int, int]], is_surr: np.ndarray) -> dict[str, float]:
@@ -122,22 +130,22 @@ def pair_covariance(answers: np.ndarray, pairs: list[tuple[int, int]], is_surr: 
 
 def pools_and_control(name: str, data_dir):
     """A finished study's replayed pools, its control set's answers (testing models then calibration references),
-    which testing models are surrogates, its ``errors_share``, and the study's models."""
+    which testing models are surrogates, its CEM, and the study's models."""
     folder, seed, _, study = study_of(name, data_dir, DEFAULT)
     fp, ctl_fp = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
     pools = pools_of(folder, seed, study, fp)
     ctl_answers = agreement(list(study.testing) + list(study.calibration), ctl_fp.inputs, ctl_fp.keys)
     is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
-    return pools, ctl_answers, is_surr, CEM(**fp.manifest["params"]).errors_share, study
+    return pools, ctl_answers, is_surr, CEM(**fp.manifest["params"]), study
 
 
-def size_rows(pools, ctl_answers: np.ndarray, is_surr: np.ndarray, share: float, sizes=SIZES) -> dict:
+def size_rows(pools, ctl_answers: np.ndarray, is_surr: np.ndarray, cem: CEM, sizes=SIZES) -> dict:
     """Per size: the quickstart's scoring (AUC, margin, gap, d′, threshold, verdicts) and the noise decomposition."""
     n_test = len(is_surr)
     ctl = ctl_answers.astype(np.float64).mean(1)
     out = {}
     for n in sizes:
-        answers = pick(pools, n, share)
+        answers = pick(pools, n, cem)
         if answers is None:
             out[str(n)] = None
             continue
@@ -148,16 +156,15 @@ def size_rows(pools, ctl_answers: np.ndarray, is_surr: np.ndarray, share: float,
 
 def run_study(name: str, data_dir) -> dict:
     t0 = time.perf_counter()
-    pools, ctl_answers, is_surr, share, study = pools_and_control(name, data_dir)
-    seed = study_seed(name)[0]
-    k = int(DEFAULT.cem.size * share + 1e-9)
-    picked = {"correct": top(pools["correct"], DEFAULT.cem.size - k), "errors": top(pools["errors"], k)}
-    pairs = [(int(y), int(t)) for pool, idx in picked.items()
-             for y, t in zip(origins_labels(study, pool, seed, int(pools[pool]["candidates"]))[idx], pools[pool]["t"][idx])]
-    answers = pick(pools, DEFAULT.cem.size, share)[: len(is_surr)]
-    return {"study": name, "errors_share": share, "sizes": size_rows(pools, ctl_answers, is_surr, share),
+    pools, ctl_answers, is_surr, cem, study = pools_and_control(name, data_dir)
+    idx = picked(pools, cem.size, cem)  # the study's own fingerprint
+    labels = origins_labels(study, study_seed(name)[0], pools)
+    pairs = [(int(labels[p][i]), int(pools[p]["t"][i])) for p, ii in idx.items() for i in ii]
+    answers = pick(pools, cem.size, cem)[: len(is_surr)]
+    return {"study": name, "errors_share": cem.errors_share, "sizes": size_rows(pools, ctl_answers, is_surr, cem),
             "pairs": {**pair_covariance(answers, pairs, is_surr), "distinct": len(set(pairs))},
-            "is_surrogate": is_surr.tolist(), "models": [m.name for m in study.testing], "covariates": covariates(study), "seconds": time.perf_counter() - t0}
+            "is_surrogate": is_surr.tolist(), "models": [m.name for m in study.testing], "covariates": covariates(study),
+            "seconds": time.perf_counter() - t0}
 
 
 def covariate_rows(runs: list[dict], sizes=(100, 400)) -> list[dict]:

@@ -40,7 +40,7 @@ from conferprint._io import atomic_write_text
 from conferprint.experiments.quickstart import DEFAULT, control_fingerprint
 from conferprint.fingerprint import CEM, load_fingerprint
 from conferprint.verify import separation_stats
-from conferprint.verify.calibration import fit_threshold
+from conferprint.verify.calibration import control_difference, fit_threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import d_prime, load_arrays, run_studies, save_arrays, separated, study_key  # noqa: E402
@@ -113,9 +113,8 @@ def fingerprints(pools: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarra
 
 def evaluate(answers: np.ndarray, ctl: np.ndarray, is_surr: np.ndarray, n_testing: int) -> dict:
     """``answers`` (testing models then calibration references, examples) scored as the quickstart scores them."""
-    # a score is a whole number of 1/500ths; rounding makes equal scores tie exactly (the AUC counts a tie one half)
-    # instead of being ordered by the float32 noise (1e-8) in the control's mean
-    score = np.round(answers.astype(np.float64).mean(1) - ctl.astype(np.float64), 6)
+    # the library's score, rounded as it rounds it, so that equal scores tie exactly as in the quickstart
+    score = np.array([control_difference(f, c) for f, c in zip(answers.astype(np.float64).mean(1), ctl)])
     test, cal = score[:n_testing], score[n_testing:]
     pos, neg = test[is_surr].tolist(), test[~is_surr].tolist()
     st = separation_stats(pos, neg)

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import DEFAULT
 from conferprint.fingerprint.ensemble import balanced_pick
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,7 +43,6 @@ from held_back import protocol, protocol_lines  # noqa: E402  (the same pre-regi
 from mix_share import evaluate, settings_table, top  # noqa: E402
 
 STEM = "pair-cap-fashion-mnist"
-SIZE = DEFAULT.cem.size
 SETTINGS = ("default", "cap 10", "cap 5", "cap 3", "pairs balanced", "keys balanced")
 
 
@@ -77,11 +75,9 @@ def choose(hard: np.ndarray, keep: np.ndarray, pairs: np.ndarray, keys: np.ndarr
 
 def run_study(name: str, data_dir) -> dict:
     t0 = time.perf_counter()
-    pools, ctl_answers, is_surr, share, study = pools_and_control(name, data_dir)
-    seed = study_seed(name)[0]
-    n_err = int(SIZE * share + 1e-9)
-    parts = {"correct": SIZE - n_err, "errors": n_err}
-    labels = {p: origins_labels(study, p, seed, int(pools[p]["candidates"])) for p in parts}
+    pools, ctl_answers, is_surr, cem, study = pools_and_control(name, data_dir)
+    parts = {"correct": cem.size - cem.n_errors, "errors": cem.n_errors}
+    labels = origins_labels(study, study_seed(name)[0], pools)
     ctl = ctl_answers.astype(np.float64).mean(1)
     settings, kinds = {}, {}
     for setting in SETTINGS:

@@ -36,10 +36,11 @@ from conferprint.fingerprint import CEM, load_fingerprint
 from conferprint.training import predict_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import run_studies, separated, study_key  # noqa: E402
+from _common import run_studies, study_key  # noqa: E402
 from candidate_signals import agreement  # noqa: E402
+from held_back import CHOOSE, totals  # noqa: E402  (the same studies to choose on, the same totals)
 from held_out_levers import builder_for, study_of  # noqa: E402
-from mix_share import evaluate  # noqa: E402
+from mix_share import evaluate, settings_table  # noqa: E402
 
 STEM = "wider-surrogates-fashion-mnist"
 SETTINGS = ("default", "wider surrogates")
@@ -87,12 +88,10 @@ def run_study(name: str, data_dir) -> dict:
 
 def verdict(runs: list[dict]) -> dict | None:
     """The rule of the module docstring, on the fp32 seeds 0–6 among ``runs``."""
-    chosen = [r for r in runs if r["study"] in {f"seed{s}" for s in range(7)}]
-    if len(chosen) < 7:
+    chosen = [r for r in runs if r["study"] in CHOOSE]
+    if len(chosen) < len(CHOOSE):
         return None
-    tot = {k: {"met": sum(separated(r["settings"][k]["roc_auc"], r["settings"][k]["margin"]) for r in chosen),
-               "d_prime": float(np.mean([r["settings"][k]["d_prime"] for r in chosen])),
-               "references_stolen": sum(r["settings"][k]["references_stolen"] for r in chosen)} for k in SETTINGS}
+    tot = {k: totals(chosen, k) for k in SETTINGS}
     d, w = tot["default"], tot["wider surrogates"]
     ok = (w["met"] > d["met"] or (w["met"] == d["met"] and w["d_prime"] > d["d_prime"])) \
         and w["references_stolen"] <= d["references_stolen"]
@@ -100,8 +99,6 @@ def verdict(runs: list[dict]) -> dict | None:
 
 
 def write_md(payload: dict, path: Path) -> None:
-    from mix_share import settings_table
-
     runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
     lines = ["# Training surrogates on the source's answers beyond its training data (Fashion-MNIST)", "",
              "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",

@@ -302,9 +302,12 @@ def test_fingerprint_size_splits_pools_and_tells_affinity_from_the_examples_nois
     rng = np.random.default_rng(0)
     pools = {p: {"keep": np.ones(20, bool), "hard": np.linspace(1, 0, 20), "agree": np.arange(20)[None, :] + 100 * i}
              for i, p in enumerate(("correct", "errors"))}
-    got = fs.pick(pools, 8, 0.75)[0]
+    from conferprint.experiments.quickstart import DEFAULT
+
+    assert DEFAULT.cem.errors_share == 0.75
+    got = fs.pick(pools, 8, DEFAULT.cem)[0]
     assert got.tolist() == [0, 1, 100, 101, 102, 103, 104, 105]  # 2 correct, 6 mistakes, each pool's best first
-    assert fs.pick(pools, 40, 0.75) is None  # 30 mistakes asked of a pool keeping 20
+    assert fs.pick(pools, 40, DEFAULT.cem) is None  # 30 mistakes asked of a pool keeping 20
 
     is_surr = np.array([True] * 8 + [False] * 8)
     n = 400
@@ -351,7 +354,8 @@ def test_wider_surrogates_rule_needs_seven_studies_and_no_more_false_accusations
     import wider_surrogates as ws
 
     def row(met: bool, d: float, refs: int = 0) -> dict:
-        return {"roc_auc": 1.0 if met else 0.9, "margin": 0.01 if met else -0.01, "d_prime": d, "references_stolen": refs}
+        return {"roc_auc": 1.0 if met else 0.9, "margin": 0.01 if met else -0.01, "d_prime": d, "gap": 0.1,
+                "surrogates_stolen": 4, "references_stolen": refs}  # the fields of mix_share.evaluate's rows it counts
 
     def runs(default, wider, studies=range(7)):
         return [{"study": f"seed{i}", "settings": {"default": default(i), "wider surrogates": wider(i)}} for i in studies]
