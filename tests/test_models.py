@@ -60,3 +60,10 @@ def test_every_preset_uses_architectures_of_its_datasets_input_size():
         # the testing models hold the protocol: surrogates of ≥ 3 architectures, the source's among the references
         assert len({g.arch for g in cfg.testing if g.role == "surrogate"}) >= 3, name
         assert cfg.source_arch in {g.arch for g in cfg.testing if g.role == "reference"}, name
+
+
+def test_the_cli_offers_every_preset():
+    from conferprint.cli import PRESET_NAMES
+    from conferprint.experiments.quickstart import PRESETS
+
+    assert list(PRESET_NAMES) == list(PRESETS)

@@ -7,6 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
+# experiments.quickstart.PRESETS' names, spelled here so that --help needs no torch (a test keeps them equal)
+PRESET_NAMES = ("tiny", "default", "cifar10", "cifar10-cpu", "cifar10-cpu-hour")
+
 
 def _quickstart(args: argparse.Namespace) -> int:
     from conferprint.experiments.quickstart import resolve_config, run_quickstart
@@ -222,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="train, fingerprint and verify on Fashion-MNIST, end to end")
     q.add_argument("--out", required=True, help="output folder (its zoo/ makes reruns resume)")
-    q.add_argument("--preset", choices=["tiny", "default", "cifar10", "cifar10-cpu"], default="default")
+    q.add_argument("--preset", choices=PRESET_NAMES, default="default")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
     q.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -251,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="run the removal attacks of a config against the quickstart's fingerprint")
     ev.add_argument("--config", required=True, help="YAML config (see configs/fmnist-removal.yaml)")
     ev.add_argument("--out", required=True, help="output folder (study/ and zoo/ inside make reruns resume)")
-    ev.add_argument("--preset", choices=["tiny", "default", "cifar10", "cifar10-cpu"], default=None, help="override the config's study preset")
+    ev.add_argument("--preset", choices=PRESET_NAMES, default=None, help="override the config's study preset")
     ev.add_argument("--repeats", type=int, default=None, help="override the config's evaluation.repeats")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_evaluate)
@@ -273,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="CEM against IPGuard and the classic attacks on the same held-out models; evasion")
     cp.add_argument("--config", required=True, help="YAML config (see configs/fmnist-compare.yaml)")
     cp.add_argument("--out", required=True)
-    cp.add_argument("--preset", choices=["tiny", "default", "cifar10", "cifar10-cpu"], default=None)
+    cp.add_argument("--preset", choices=PRESET_NAMES, default=None)
     cp.add_argument("--no-progress", action="store_true")
     cp.set_defaults(func=_compare)
 
