@@ -1,6 +1,7 @@
 """CIFAR-10 on the CPU at smaller budgets ε (issue: separation).
 
     python benchmarks/cifar_eps.py --seeds 0 --eps 0.01 0.015 0.02 --data-dir ../shared/data/cifar-10-batches-py
+    python benchmarks/cifar_eps.py --preset cifar10-cpu-hour --seeds 0 --eps 0.025 --data-dir ...
 
 The `cifar10-cpu` preset's first setting (ε = 0.03, control at ε = 0.06) did not separate: on its weak
 models (source 71 % test accuracy) 99.7 % of CEM's candidates fooled the source, and the control
@@ -12,7 +13,9 @@ plain PGD baseline at ε and the control set at 2ε (the default preset's ratio,
 benchmarks/runs/cifar10-cpu-eps<ε>-seed<N>/. Reported per run: the calibrated score (CAEAcc −
 control, the preset's) and raw CAEAcc, as AUC and margin, per-architecture margins, the PGD
 baseline, and CEM's adversarial rate. Writes benchmarks/results/cifar-eps.json and
-docs/results/cifar-eps.md.
+docs/results/cifar-eps.md. ``--preset cifar10-cpu-hour`` does the same on that preset's study
+(benchmarks/runs/cifar10-cpu-hour-seed<N>, made by `quickstart_seeds.py --preset cifar10-cpu-hour`), into
+runs/cifar10-cpu-hour-eps<ε>-seed<N>/ and cifar-eps-cifar10-cpu-hour.{json,md}.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import CIFAR10_CPU, run_quickstart
+from conferprint.experiments.quickstart import PRESETS, run_quickstart
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ensemble_families import _summary, fmt, open_log, per_model_lines, put_run  # noqa: E402  (the same summary, log and report parts)
@@ -34,21 +37,25 @@ from quickstart_seeds import from_nothing  # noqa: E402  (the benchmarks share o
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def config_for(eps: float):
-    return replace(CIFAR10_CPU, preset=f"cifar10-cpu-eps{eps:g}",
-                   cem=replace(CIFAR10_CPU.cem, eps=eps),
-                   pgd=replace(CIFAR10_CPU.pgd, eps=eps, step_size=eps / 10),
-                   control=replace(CIFAR10_CPU.control, eps=2 * eps, step_size=2 * eps / 10))
+CIFAR_PRESETS = ("cifar10-cpu", "cifar10-cpu-hour")
 
 
-def run(eps: float, seed: int, data_dir) -> dict:
-    base = ROOT / "benchmarks" / "runs" / f"cifar10-cpu-seed{seed}"
-    out = ROOT / "benchmarks" / "runs" / f"cifar10-cpu-eps{eps:g}-seed{seed}"
+def config_for(eps: float, preset: str = "cifar10-cpu"):
+    base = PRESETS[preset]
+    return replace(base, preset=f"{preset}-eps{eps:g}",
+                   cem=replace(base.cem, eps=eps),
+                   pgd=replace(base.pgd, eps=eps, step_size=eps / 10),
+                   control=replace(base.control, eps=2 * eps, step_size=2 * eps / 10))
+
+
+def run(eps: float, seed: int, data_dir, preset: str = "cifar10-cpu") -> dict:
+    base = ROOT / "benchmarks" / "runs" / f"{preset}-seed{seed}"
+    out = ROOT / "benchmarks" / "runs" / f"{preset}-eps{eps:g}-seed{seed}"
     if not (base / "zoo").exists():  # the preset's own study first: its models are every variant's models
-        run_quickstart(base, CIFAR10_CPU, seed=seed, data_dir=data_dir, progress=False)
+        run_quickstart(base, PRESETS[preset], seed=seed, data_dir=data_dir, progress=False)
     if not (out / "zoo").exists():
         shutil.copytree(base / "zoo", out / "zoo", copy_function=os.link)
-    res = run_quickstart(out, config_for(eps), seed=seed, data_dir=data_dir, progress=False)
+    res = run_quickstart(out, config_for(eps, preset), seed=seed, data_dir=data_dir, progress=False)
     stats = res["fingerprint"]["stats"]
     preset = json.loads((base / "results.json").read_text())  # the same models at the preset's own ε
     return {"preset": {k: v for k, v in _summary(preset).items() if k != "models"},
@@ -60,9 +67,10 @@ def run(eps: float, seed: int, data_dir) -> dict:
 
 def write_md(payload: dict, path: Path) -> None:
     f = fmt
-    lines = ["# CIFAR-10 on the CPU: the `cifar10-cpu` study at smaller ε", "",
+    preset = payload.get("preset", "cifar10-cpu")
+    lines = [f"# CIFAR-10 on the CPU: the `{preset}` study at other ε", "",
              "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
-             "Same source (cnn_small32), same 6 + 8 training and 8 + 8 held-out testing models per seed; CEM and the "
+             f"Same source ({PRESETS[preset].source_arch}), the same training and 8 + 8 held-out testing models per seed; CEM and the "
              "PGD baseline at ε, the control set at 2ε. 'calibrated' = CAEAcc(fingerprint) − CAEAcc(control), the "
              "preset's score; 'raw' = CAEAcc. Margin = min(surrogate) − max(reference).", "",
              "| seed | ε | control ε | CEM adversarial rate | calibrated AUC | calibrated margin | raw AUC | raw margin | PGD AUC | from nothing s |",
@@ -87,15 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eps", type=float, nargs="+", default=[0.01, 0.015, 0.02])
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--preset", choices=CIFAR_PRESETS, default="cifar10-cpu")
     args = p.parse_args(argv)
     command = "python benchmarks/cifar_eps.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = ROOT / "benchmarks" / "results" / "cifar-eps.json"
+    stem = "cifar-eps" if args.preset == "cifar10-cpu" else f"cifar-eps-{args.preset}"
+    path = ROOT / "benchmarks" / "results" / f"{stem}.json"
     payload = open_log(path, command)  # runs of earlier commands are kept; a rerun replaces its row
+    payload["preset"] = args.preset
     for seed in args.seeds:
         for eps in args.eps:
-            put_run(payload, run(eps, seed, args.data_dir), lambda x: (x["seed"], x["eps"]))
+            put_run(payload, run(eps, seed, args.data_dir, args.preset), lambda x: (x["seed"], x["eps"]))
             atomic_write_text(path, json.dumps(payload, indent=2))
-            write_md(payload, ROOT / "docs" / "results" / "cifar-eps.md")
+            write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
     return 0
 
 

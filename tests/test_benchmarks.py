@@ -380,3 +380,21 @@ def test_study_names_parse_sort_and_refuse_strangers():
     for bad in ("seedX", "seed", "12", "seed1-fp16", "Seed1"):
         with pytest.raises(ValueError, match="seed<N> or seed<N>-bf16"):
             study_seed(bad)
+
+
+def test_cifar_eps_varies_only_the_budgets_of_the_preset_it_is_given():
+    """The ε sweep keeps every model of the preset it replays and moves CEM and the PGD baseline to ε, the control
+    to 2ε (the default preset's ratio)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dataclasses import replace
+
+    from cifar_eps import CIFAR_PRESETS, config_for
+    from conferprint.experiments.quickstart import PRESETS
+
+    for preset in CIFAR_PRESETS:
+        base, cfg = PRESETS[preset], config_for(0.025, preset)
+        assert (cfg.cem.eps, cfg.pgd.eps, cfg.control.eps) == (0.025, 0.025, 0.05)
+        assert cfg.preset == f"{preset}-eps0.025"
+        same = replace(cfg, preset=base.preset, cem=base.cem, pgd=base.pgd, control=base.control)
+        assert same == base  # the models (source, training, testing, calibration) are the preset's own
+    assert config_for(0.02, "cifar10-cpu-hour").source_arch == "cnn32"
