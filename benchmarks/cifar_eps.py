@@ -57,9 +57,9 @@ def run(eps: float, seed: int, data_dir, preset: str = "cifar10-cpu") -> dict:
         shutil.copytree(base / "zoo", out / "zoo", copy_function=os.link)
     res = run_quickstart(out, config_for(eps, preset), seed=seed, data_dir=data_dir, progress=False)
     stats = res["fingerprint"]["stats"]
-    preset = json.loads((base / "results.json").read_text())  # the same models at the preset's own ε
-    return {"preset": {k: v for k, v in _summary(preset).items() if k != "models"},
-            "preset_eps": preset["config"]["cem"]["eps"], "preset_control_eps": preset["config"]["control"]["eps"],
+    own = json.loads((base / "results.json").read_text())  # the same models at the preset's own ε
+    return {"preset": {k: v for k, v in _summary(own).items() if k != "models"},
+            "preset_eps": own["config"]["cem"]["eps"], "preset_control_eps": own["config"]["control"]["eps"],
             "eps": eps, "control_eps": 2 * eps, "seed": seed, "from_nothing_seconds": from_nothing(res),
             "cem_seconds": stats["seconds"], "adversarial_rate": stats.get("adversarial_rate"),
             "source_test_acc": res["source"]["test_acc"], "pgd": res["baselines"].get("pgd"), **_summary(res)}
