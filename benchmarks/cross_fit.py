@@ -46,10 +46,10 @@ from conferprint.fingerprint.scores import confer, labels_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_arrays, run_studies, save_arrays, study_key  # noqa: E402
-from candidate_signals import agreement, power as held_out_power  # noqa: E402  (the same answers and power)
+from candidate_signals import power as held_out_power  # noqa: E402  (the same answers and power)
 from cifar_levers import optimise_pool  # noqa: E402
 from held_out_levers import builder_for, study_of  # noqa: E402
-from mix_share import evaluate, pools_of, settings_table, top  # noqa: E402
+from mix_share import evaluate, pools_of, scored_models, settings_table, top  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "cross-fit-fashion-mnist"
@@ -125,10 +125,8 @@ def run_study(name: str, data_dir) -> dict:
     t0 = time.perf_counter()
     pools = pools_of(folder, seed, study, fp)
     correct, c = pools["correct"], rankings(folder, seed, amp, study, fp, pools["errors"])
-    everyone = list(study.testing) + list(study.calibration)
-    ctl = agreement(everyone, ctl_fp.inputs, ctl_fp.keys).mean(1)
-    n = len(study.testing)
-    is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
+    _, ctl_answers, is_surr = scored_models(study, ctl_fp)
+    ctl, n = ctl_answers.mean(1), len(is_surr)
     settings = {}
     for key, (ranking, k) in SETTINGS.items():
         ic, ie = top(correct, SIZE - k), pick(c, ranking, k)

@@ -50,9 +50,8 @@ from conferprint.training import predict_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import run_studies, separated, study_key, study_seed  # noqa: E402
-from candidate_signals import agreement  # noqa: E402  (the same answers)
 from held_out_levers import study_of  # noqa: E402  (the same finished studies)
-from mix_share import evaluate, pools_of, top  # noqa: E402  (the replayed pools, scored as the quickstart scores)
+from mix_share import evaluate, pools_of, scored_models, top  # noqa: E402  (the replayed pools, scored as the quickstart scores)
 
 STEM = "fingerprint-size-fashion-mnist"
 SIZES = (50, 100, 150, 200, 300, 400)
@@ -134,8 +133,7 @@ def pools_and_control(name: str, data_dir):
     folder, seed, _, study = study_of(name, data_dir, DEFAULT)
     fp, ctl_fp = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
     pools = pools_of(folder, seed, study, fp)
-    ctl_answers = agreement(list(study.testing) + list(study.calibration), ctl_fp.inputs, ctl_fp.keys)
-    is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
+    _, ctl_answers, is_surr = scored_models(study, ctl_fp)
     return pools, ctl_answers, is_surr, CEM(**fp.manifest["params"]), study
 
 

@@ -47,10 +47,10 @@ from conferprint.fingerprint import CEM, load_fingerprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_arrays, run_studies, save_arrays, separated, study_key  # noqa: E402
-from candidate_signals import agreement, power as held_out_power  # noqa: E402  (the same answers and power)
+from candidate_signals import power as held_out_power  # noqa: E402  (the same answers and power)
 from cifar_levers import optimise_pool  # noqa: E402
 from held_out_levers import study_of  # noqa: E402
-from mix_share import BUCKETS, evaluate, pools_of, power_table, settings_table, top  # noqa: E402
+from mix_share import BUCKETS, evaluate, pools_of, power_table, scored_models, settings_table, top  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "held-back-fashion-mnist"
@@ -97,10 +97,8 @@ def run_study(name: str, data_dir) -> dict:
     t0 = time.perf_counter()
     pools = dict(pools_of(folder, seed, study, fp))
     pools["held"] = held_pool(folder, seed, study, cem)
-    everyone = list(study.testing) + list(study.calibration)
-    ctl = agreement(everyone, ctl_fp.inputs, ctl_fp.keys).mean(1)
-    n = len(study.testing)
-    is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
+    _, ctl_answers, is_surr = scored_models(study, ctl_fp)
+    ctl, n = ctl_answers.mean(1), len(is_surr)
     settings = {}
     for key, split in {**SETTINGS, **EXPLORATORY}.items():
         answers = fingerprint_answers(pools, split)

@@ -111,6 +111,14 @@ def fingerprints(pools: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarra
     return out
 
 
+def scored_models(study, ctl_fp) -> tuple[list, np.ndarray, np.ndarray]:
+    """What a replay scores: the study's testing models then its calibration references, their answers on the
+    control set (models × 500, 1 where a model gives the key), and which testing models are surrogates."""
+    everyone = list(study.testing) + list(study.calibration)
+    is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
+    return everyone, agreement(everyone, ctl_fp.inputs, ctl_fp.keys), is_surr
+
+
 def evaluate(answers: np.ndarray, ctl: np.ndarray, is_surr: np.ndarray, n_testing: int) -> dict:
     """``answers`` (testing models then calibration references, examples) scored as the quickstart scores them."""
     # the library's score, rounded as it rounds it, so that equal scores tie exactly as in the quickstart
@@ -131,10 +139,8 @@ def run_study(name: str, data_dir) -> dict:
     fp, ctl_fp = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
     t0 = time.perf_counter()
     pools = pools_of(folder, seed, study, fp)
-    everyone = list(study.testing) + list(study.calibration)
-    ctl = agreement(everyone, ctl_fp.inputs, ctl_fp.keys).mean(1)
-    n = len(study.testing)
-    is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
+    _, ctl_answers, is_surr = scored_models(study, ctl_fp)
+    ctl, n = ctl_answers.mean(1), len(is_surr)
     fps = fingerprints(pools)
     settings = {k: (evaluate(v, ctl, is_surr, n) if v is not None else None)
                 for k, v in fps.items() if k != "joint_mistakes"}

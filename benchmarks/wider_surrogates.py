@@ -40,7 +40,7 @@ from _common import run_studies, study_key  # noqa: E402
 from candidate_signals import agreement  # noqa: E402
 from held_back import CHOOSE, totals  # noqa: E402  (the same studies to choose on, the same totals)
 from held_out_levers import builder_for, study_of  # noqa: E402
-from mix_share import evaluate, settings_table  # noqa: E402
+from mix_share import evaluate, scored_models, settings_table  # noqa: E402
 
 STEM = "wider-surrogates-fashion-mnist"
 SETTINGS = ("default", "wider surrogates")
@@ -69,9 +69,8 @@ def run_study(name: str, data_dir) -> dict:
     wide = cem.generate(study.source.model, surr, refs, study.x1, study.y1, seed=seed,
                         num_classes=study.data.num_classes)
     cem_seconds = time.perf_counter() - t1
-    everyone = list(study.testing) + list(study.calibration)
-    ctl = agreement(everyone, ctl_fp.inputs, ctl_fp.keys).mean(1)
-    is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
+    everyone, ctl_answers, is_surr = scored_models(study, ctl_fp)
+    ctl = ctl_answers.mean(1)
     settings = {key: evaluate(agreement(everyone, f.inputs, f.keys), ctl, is_surr, len(is_surr))
                 for key, f in (("default", fp), ("wider surrogates", wide))}
     x_d2 = study.data.x_train[study.d2][:10_000]  # images none of these members trained on (the testing models' D2)
