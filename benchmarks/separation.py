@@ -3,6 +3,7 @@
 One command, seeded, resumable (models in a zoo, fingerprints cached on disk):
 
     python benchmarks/separation.py --dataset fashion-mnist --seeds 0 1 2
+    python benchmarks/separation.py --dataset cifar10 --seeds 0 --data-dir ../shared/data/cifar-10-batches-py
 
 For each seed it trains (or reloads) the quickstart's source, a pool of training models on D1
 and the quickstart's testing models on D2 (never seen by generation); then, for every setting of
@@ -13,12 +14,21 @@ suspect's labels (see `calibrated_scores`). Seeds other than the first run only 
 in --confirm (the candidates for the defaults). Writes
 benchmarks/results/separation-<dataset>.json, docs/results/separation-<dataset>.md and a plot of
 held-out conferrability per ε (the paper's Figure 3a).
+
+CIFAR-10 runs on the `cifar10-cpu-hour` preset's study, the largest this CPU allows in about an hour
+(source `cnn32`, 7 + 10 training models, 8 + 8 testing models): its own sweep (`cifar_settings`, the preset's
+CEM with one lever changed at a time), every setting also scored as the preset scores, CAEAcc minus CAEAcc on
+the study's control set (``ctl``). Its models, and the fingerprints `quickstart_seeds.py` and `cifar_eps.py`
+already made on them, are reused from benchmarks/runs/cifar10-cpu-hour*-seed<N>/ (the zoo hard-linked, the
+fingerprints copied; a reused fingerprint must match what its setting would make, else it is made again).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -29,15 +39,16 @@ import torch
 
 from conferprint._io import atomic_write_text
 from conferprint.experiments.quickstart import (
-    DEFAULT, QuickstartConfig, _make_fingerprint, per_arch, prepare_study, score_models, summarize, versions,
+    CIFAR10_CPU_HOUR, CONTROL_NAME, DEFAULT, QuickstartConfig, _make_fingerprint, per_arch, prepare_study, score_models,
+    summarize, versions,
 )
 from conferprint.experiments.zoo_builder import Group
 from conferprint.fingerprint import PGD
 from conferprint.fingerprint.scores import confer, labels_of
 from conferprint.verify import model_oracle, separation_stats
-from conferprint.verify.calibration import FamilyNull
+from conferprint.verify.calibration import FamilyNull, control_difference
 
-from _common import PAPERS_POOL_CEM  # run as a script: its folder is on sys.path
+from _common import PAPERS_POOL_CEM, d_prime, separated  # run as a script: its folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("separation")
@@ -61,7 +72,9 @@ def study_config(dataset: str, smoke: bool = False) -> QuickstartConfig:
     if dataset == "fashion-mnist":
         # the quickstart's groups first (same names -> same models), then the extra pool
         return replace(DEFAULT, training=DEFAULT.training + EXTRA_TRAINING)
-    raise SystemExit(f"dataset {dataset!r}: only fashion-mnist is wired up on this CPU so far")
+    if dataset == "cifar10":  # the preset's study as it is: its whole training ensemble is the "pool"
+        return CIFAR10_CPU_HOUR
+    raise SystemExit(f"dataset {dataset!r}: fashion-mnist or cifar10")
 
 
 def ensemble(study, name: str) -> tuple[list, list]:
@@ -116,11 +129,48 @@ def family_calibrated(fp, probe_inputs, testing, cal_refs) -> dict:
     return {"nulls": null.nulls, "calibration_models": sorted(null.family_of), "per_model": per_model}
 
 
-def settings(first_seed: bool, confirm: list[str]) -> list[tuple[str, str, Any]]:
+def cifar_settings() -> list[tuple[str, str, Any]]:
+    """CIFAR-10's sweep: the `cifar10-cpu-hour` preset's CEM (`cem-pool`: the papers' pool, ε 0.01, 50 steps, the
+    conferrable target, weights (1, 0.1, 0.1), dropout 0.5, τ 0.5) with one lever changed at a time; the PGD
+    baseline at the ε of the Figure 3a plot."""
+    cfg = CIFAR10_CPU_HOUR
+    q, pgd = cfg.cem, cfg.pgd
+    return [
+        ("pgd", "none", pgd),
+        ("cem-pool", "pool", q),
+        ("cem-pool-paper-weights-source-target", "pool", replace(q, beta=1, gamma=1, target="source")),
+        ("cem-pool-source-target", "pool", replace(q, target="source")),
+        ("cem-pool-paper-weights", "pool", replace(q, beta=1, gamma=1)),
+        ("cem-source-arch", "source-arch", q),
+        ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
+        ("cem-pool-tau1", "pool", replace(q, tau=1.0)),
+        ("cem-pool-steps25", "pool", replace(q, steps=25)),
+        ("cem-pool-lr0.02", "pool", replace(q, lr=0.02)),
+        ("cem-pool-balanced", "pool", replace(q, balance=True)),
+        ("cem-pool-mixed", "pool", replace(q, candidates="mixed")),
+        ("cem-pool-eps0.005", "pool", replace(q, eps=0.005)),
+        ("cem-pool-eps0.02", "pool", replace(q, eps=0.02)),
+        ("pgd-eps0.005", "none", replace(pgd, eps=0.005, step_size=0.0005)),
+        ("pgd-eps0.02", "none", replace(pgd, eps=0.02, step_size=0.002)),
+    ]
+
+
+# The Figure 3a plot's points per dataset: (setting, ε) for CEM and for PGD
+EPS_SERIES = {
+    "fashion-mnist": {"CEM (pool)": [("cem-pool-eps0.05", 0.05), ("cem-pool", 0.1), ("cem-pool-eps0.15", 0.15)],
+                      "PGD": [("pgd-eps0.05", 0.05), ("pgd", 0.1), ("pgd-eps0.15", 0.15)]},
+    "cifar10": {"CEM (pool)": [("cem-pool-eps0.005", 0.005), ("cem-pool", 0.01), ("cem-pool-eps0.02", 0.02)],
+                "PGD": [("pgd-eps0.005", 0.005), ("pgd", 0.01), ("pgd-eps0.02", 0.02)]},
+}
+DEFAULT_CONFIRM = {"fashion-mnist": ["cem-conferrable", "cem-pool-steps50-c1536", "cem-pool-refs-steps50-c1536"],
+                   "cifar10": ["cem-pool"]}
+
+
+def settings(first_seed: bool, confirm: list[str], dataset: str = "fashion-mnist") -> list[tuple[str, str, Any]]:
     """(name, ensemble, method). `cem-conferrable` was the quickstart's first default; the adopted
     default is `cem-pool-steps50-c1536` trimmed to fit 15 minutes (see quickstart.DEFAULT)."""
     q = PAPERS_POOL_CEM  # the papers' candidate pool, as every setting here was measured
-    all_settings = [
+    all_settings = cifar_settings() if dataset == "cifar10" else [
         ("pgd", "none", PGD(size=100, max_candidates=768)),
         ("cem-paper-weights-source-target", "quickstart", replace(q, alpha=1, beta=1, gamma=1, target="source")),
         ("cem-best-weights-source-target", "quickstart", replace(q, target="source")),
@@ -145,14 +195,54 @@ def settings(first_seed: bool, confirm: list[str]) -> list[tuple[str, str, Any]]
     return [s for s in all_settings if s[0] in confirm or s[0] == "pgd"]
 
 
+def cifar_reuse(seed: int, runs: Path) -> dict[str, Path]:
+    """What the `cifar10-cpu-hour` runs of `quickstart_seeds.py` (its preset, ``--cem-candidates mixed``) and
+    `cifar_eps.py` made on seed ``seed``'s models, by this sweep's names: the zoo and fingerprint stems."""
+    base = runs / f"cifar10-cpu-hour-seed{seed}"
+    found = {"zoo": base / "zoo", "cem-pool": base / "fingerprint", "pgd": base / "fingerprint-pgd",
+             "control": base / CONTROL_NAME, "cem-pool-mixed": runs / f"cifar10-cpu-hour-seed{seed}-mixed" / "fingerprint"}
+    for eps in ("0.005", "0.02"):
+        found[f"cem-pool-eps{eps}"] = runs / f"cifar10-cpu-hour-eps{eps}-seed{seed}" / "fingerprint"
+        found[f"pgd-eps{eps}"] = runs / f"cifar10-cpu-hour-eps{eps}-seed{seed}" / "fingerprint-pgd"
+    return found
+
+
+def link_reused(found: dict[str, Path], out: Path, seed: int) -> list[str]:
+    """Hard-link the zoo and copy the fingerprints of ``found`` into this sweep's folder where it has none yet (a
+    copy is reused only if its manifest matches the setting: `_make_fingerprint` checks; one that does not load is
+    left behind). Returns what was brought in."""
+    from conferprint.fingerprint import FingerprintError, load_fingerprint, save_fingerprint
+
+    brought = []
+    zoo, dst = found.get("zoo"), out / f"zoo-seed{seed}"
+    if zoo is not None and zoo.is_dir() and not dst.exists():
+        shutil.copytree(zoo, dst, copy_function=os.link)
+        brought.append("zoo")
+    for name, stem in found.items():
+        target = out / f"fp-seed{seed}-{name}"
+        if name == "zoo" or any(target.with_name(target.name + ext).exists() for ext in (".safetensors", ".json")):
+            continue
+        try:
+            fp = load_fingerprint(stem)
+        except FingerprintError:  # not made (yet), or damaged: this sweep makes its own
+            continue
+        save_fingerprint(fp, target)
+        brought.append(name)
+    return brought
+
+
 def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm: list[str], progress: bool,
              smoke: bool = False) -> dict:
     cfg = study_config(dataset, smoke)
+    if dataset == "cifar10" and not smoke:
+        brought = link_reused(cifar_reuse(seed, ROOT / "benchmarks" / "runs"), out, seed)
+        if brought:
+            log.info("seed %d: reused from the cifar10-cpu-hour runs: %s", seed, ", ".join(brought))
     t0 = time.perf_counter()
     study = prepare_study(cfg, out / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
     log.info("seed %d: models ready in %.0f s", seed, time.perf_counter() - t0)
     fps, meta = {}, {}
-    for name, ens, method in settings(first, confirm):
+    for name, ens, method in settings(first, confirm, dataset):
         if smoke:
             method = replace(method, steps=min(method.steps, 20), size=20, max_candidates=128, batch_size=64)
         surr, refs = ([], []) if ens == "none" else ensemble(study, ens)
@@ -170,15 +260,22 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
                       "seconds_this_run": time.perf_counter() - t, "generated_now": new,
                       "held_out_confer": held_out_confer(fp, study.testing)}
         log.info("seed %d %-36s size %3d  held-out confer %.3f", seed, name, len(fp), meta[name]["held_out_confer"])
-    if "cem-pool" in fps:  # fingerprint size: the first 50 of the balanced (round-robin) order are a balanced subset
+    if "cem-pool" in fps:  # fingerprint size: its first 50 (a balanced subset of a round-robin order, else the best by Confer)
         from conferprint.fingerprint import Fingerprint
 
         full = fps["cem-pool"]
+        order = "balanced" if full.manifest.get("params", {}).get("balance", True) else "Confer"
         fps["cem-pool-size50"] = Fingerprint(full.inputs[:50], full.keys[:50], full.originals[:50], full.original_labels[:50],
                                              full.train_confer[:50], dict(full.manifest))
-        meta["cem-pool-size50"] = {**meta["cem-pool"], "size": 50, "derived_from": "cem-pool (first 50 of its balanced order)",
+        meta["cem-pool-size50"] = {**meta["cem-pool"], "size": 50, "derived_from": f"cem-pool (first 50 of its {order} order)",
                                    "held_out_confer": held_out_confer(fps["cem-pool-size50"], study.testing)}
-    rows = score_models(study.testing, fps, "testing")
+    # the quickstart's score: CAEAcc minus CAEAcc on the study's control set (the PGD baseline where it has none)
+    control = {}
+    if cfg.control is not None:
+        control["control"], _ = _make_fingerprint(cfg.control, f"fp-seed{seed}-control", out, study.source, [], [],
+                                                  study.x1, study.y1, seed + 100, study.data.num_classes, progress)
+    rows = score_models(study.testing, {**fps, **control}, "testing")
+    ctl_key = "control" if control else "pgd"
     results = {}
     for name in fps:
         res = {**meta[name], **summarize(rows, name), "per_arch": per_arch(rows, name)}
@@ -187,6 +284,14 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
             pos = [cal[r["name"]] for r in rows if r["role"] == "surrogate"]
             neg = [cal[r["name"]] for r in rows if r["role"] == "reference"]
             res["calibrated_diff_pgd"] = separation_stats(pos, neg)
+        if name != ctl_key and (control or ctl_key in fps):  # as the quickstart computes it (rounded: ties tie)
+            cal = {r["name"]: control_difference(r["scores"][name], r["scores"][ctl_key]) for r in rows}
+            scored = [{**r, "scores": {"ctl": cal[r["name"]]}} for r in rows]
+            pos = [cal[r["name"]] for r in rows if r["role"] == "surrogate"]
+            neg = [cal[r["name"]] for r in rows if r["role"] == "reference"]
+            gap, dp = d_prime(pos, neg)
+            res["calibrated_diff_control"] = {**separation_stats(pos, neg), "gap": gap, "d_prime": dp,
+                                              "control": ctl_key, "per_arch": per_arch(scored, "ctl")}
         cal_refs = calibration_refs(study, meta[name]["ensemble"])
         if cal_refs and "pgd" in fps:
             probe = torch.cat([fps[name].inputs, fps["pgd"].inputs])
@@ -226,6 +331,18 @@ def write_markdown(dataset: str, payload: dict, path: Path) -> None:
                          f"{f(r['held_out_confer'])} | {f(r.get('roc_auc'))} | {f(r.get('margin'))} | {f(r.get('tpr_at_fpr_0'))} | "
                          f"{f(r.get('mean_surrogate'))} | {f(r.get('mean_reference'))} | {f(cal.get('roc_auc'))} | {f(cal.get('margin'))} | {f(fam.get('roc_auc'))} | {f(fam.get('margin'))} |")
         lines.append("")
+        ctl = {name: r["calibrated_diff_control"] for name, r in run["settings"].items() if "calibrated_diff_control" in r}
+        if ctl:
+            archs = sorted(next(iter(ctl.values()))["per_arch"])
+            lines += [f"Seed {run['seed']}, the quickstart's score: CAEAcc − CAEAcc on the study's control set "
+                      f"(`{next(iter(ctl.values()))['control']}`); margin per testing architecture.", "",
+                      "| setting | AUC ctl | margin ctl | gap | d′ | " + " | ".join(f"margin {a}" for a in archs) + " |",
+                      "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in archs) + " |"]
+            f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+            for name, c in ctl.items():
+                lines.append(f"| {name} | {f(c['roc_auc'])} | {f(c['margin'])} | {f(c['gap'])} | {c['d_prime']:.2f} | "
+                             + " | ".join(f(c["per_arch"][a]["margin"]) for a in archs) + " |")
+            lines.append("")
     if "across_seeds" in payload:
         lines += ["## Across seeds", "", "| setting | seeds | AUC mean | AUC min | margin mean | margin min | AUC diff mean | margin diff min | AUC fam-null mean | AUC fam-null min | margin fam-null min |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -234,6 +351,15 @@ def write_markdown(dataset: str, payload: dict, path: Path) -> None:
                          f"{a['margin_min']:.3f} | {a.get('diff_auc_mean', float('nan')):.3f} | {a.get('diff_margin_min', float('nan')):.3f} | "
                          f"{a.get('fam_auc_mean', float('nan')):.3f} | {a.get('fam_auc_min', float('nan')):.3f} | {a.get('fam_margin_min', float('nan')):.3f} |")
         lines.append("")
+        ctl = {name: a for name, a in payload["across_seeds"].items() if "ctl_auc_mean" in a}
+        if ctl:
+            lines += ["The quickstart's score (CAEAcc − control) across seeds:", "",
+                      "| setting | seeds | AUC ctl mean | AUC ctl min | margin ctl mean | margin ctl min | d′ mean | separated (AUC ≥ 0.95, margin > 0) |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            for name, a in ctl.items():
+                lines.append(f"| {name} | {a['seeds']} | {a['ctl_auc_mean']:.3f} | {a['ctl_auc_min']:.3f} | {a['ctl_margin_mean']:.3f} | "
+                             f"{a['ctl_margin_min']:.3f} | {a['ctl_d_prime_mean']:.2f} | {a['ctl_separated']} of {a['seeds']} |")
+            lines.append("")
     lines.append("![held-out conferrability per epsilon](separation-" + dataset + "-eps.png)")
     path.write_text("\n".join(lines) + "\n")
 
@@ -252,19 +378,24 @@ def across_seeds(runs: list[dict]) -> dict:
             a["fam_auc_mean"] = sum(r["calibrated_family_null"]["roc_auc"] for r in rs) / len(rs)
             a["fam_auc_min"] = min(r["calibrated_family_null"]["roc_auc"] for r in rs)
             a["fam_margin_min"] = min(r["calibrated_family_null"]["margin"] for r in rs)
+        if all("calibrated_diff_control" in r for r in rs):
+            c = [r["calibrated_diff_control"] for r in rs]
+            a.update(ctl_auc_mean=sum(x["roc_auc"] for x in c) / len(c), ctl_auc_min=min(x["roc_auc"] for x in c),
+                     ctl_margin_mean=sum(x["margin"] for x in c) / len(c), ctl_margin_min=min(x["margin"] for x in c),
+                     ctl_d_prime_mean=sum(x["d_prime"] for x in c) / len(c),
+                     ctl_separated=sum(separated(x["roc_auc"], x["margin"]) for x in c))
         out[name] = a
     return out
 
 
-def plot_eps(run: dict, path: Path) -> None:
+def plot_eps(run: dict, path: Path, dataset: str = "fashion-mnist") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     s = run["settings"]
-    series = {"CEM (pool)": [("cem-pool-eps0.05", 0.05), ("cem-pool", 0.1), ("cem-pool-eps0.15", 0.15)],
-              "PGD": [("pgd-eps0.05", 0.05), ("pgd", 0.1), ("pgd-eps0.15", 0.15)]}
+    series = EPS_SERIES[dataset]
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     for label, pts in series.items():
         xs = [e for n, e in pts if n in s and "held_out_confer" in s[n]]
@@ -283,13 +414,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--confirm", nargs="*", default=["cem-conferrable", "cem-pool-steps50-c1536", "cem-pool-refs-steps50-c1536"],
-                   help="settings also run on the seeds after the first")
+    p.add_argument("--confirm", nargs="*", default=None,
+                   help="settings also run on the seeds after the first (default: DEFAULT_CONFIRM of the dataset)")
     p.add_argument("--out", default=None, help="work folder (zoo, fingerprints); default benchmarks/runs/separation-<dataset>")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny models, results under the work folder only")
     args = p.parse_args(argv)
+    if args.dataset not in DEFAULT_CONFIRM:
+        p.error(f"--dataset {args.dataset!r}: one of {', '.join(DEFAULT_CONFIRM)}")
+    if args.confirm is None:
+        args.confirm = DEFAULT_CONFIRM[args.dataset]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out or ROOT / "benchmarks" / "runs" / f"separation-{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
@@ -309,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             payload["across_seeds"] = across_seeds(runs)
         atomic_write_text(res_path, json.dumps(payload, indent=2))
         write_markdown(args.dataset, payload, md_path)
-        plot_eps(runs[0], md_path.with_name(f"separation-{args.dataset}-eps.png"))
+        plot_eps(runs[0], md_path.with_name(f"separation-{args.dataset}-eps.png"), args.dataset)
     return 0
 
 

@@ -32,6 +32,61 @@ def test_separation_benchmark_smoke_runs_every_setting(tmp_path):
         assert 0.0 <= s["roc_auc"] <= 1.0 and s["n_surrogates"] == 3 and s["n_references"] == 3
         assert s["min_surrogate"] - s["max_reference"] == pytest.approx(s["margin"], abs=1e-6)
     assert (out / "smoke.md").is_file() and (out / "separation-fashion-mnist-eps.png").is_file()
+    # every CEM setting is also scored as the quickstart scores (the tiny preset has no control set: its PGD baseline)
+    ctl = settings["cem-conferrable"]["calibrated_diff_control"]
+    assert ctl["control"] == "pgd" and ctl["margin"] == pytest.approx(settings["cem-conferrable"]["calibrated_diff_pgd"]["margin"])
+    assert "calibrated_diff_control" not in settings["pgd"]
+
+
+def test_separation_cifar_sweep_changes_one_lever_at_a_time_and_reuses_only_what_exists(tmp_path):
+    """CIFAR-10's sweep: each CEM setting differs from the `cifar10-cpu-hour` preset's CEM in one field (the
+    paper's weights change β and γ together, and the target with them in one setting), the plot's points are
+    settings, and the runs of other benchmarks are brought in by the names their settings have (a missing or
+    damaged run is skipped; nothing is overwritten)."""
+    from dataclasses import fields
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from separation import EPS_SERIES, cifar_reuse, cifar_settings, link_reused
+    from conferprint.experiments.quickstart import CIFAR10_CPU_HOUR
+
+    sweep = {name: (ens, m) for name, ens, m in cifar_settings()}
+    q = CIFAR10_CPU_HOUR.cem
+    assert sweep["cem-pool"] == ("pool", q) and sweep["pgd"] == ("none", CIFAR10_CPU_HOUR.pgd)
+    for name, (ens, m) in sweep.items():
+        if name.startswith("cem-"):
+            changed = {f.name for f in fields(q) if getattr(m, f.name) != getattr(q, f.name)}
+            assert len(changed) <= (3 if "paper-weights" in name else 1), (name, changed)
+            assert (ens == "source-arch") == (name == "cem-source-arch")
+    assert sweep["cem-pool-eps0.02"][1].eps == 0.02 and sweep["pgd-eps0.005"][1].eps == 0.005
+    for series in EPS_SERIES["cifar10"].values():
+        assert all(n in sweep for n, _ in series)
+
+    import torch
+    from conferprint.fingerprint import Fingerprint, load_fingerprint, save_fingerprint
+
+    def fingerprint(value: float) -> Fingerprint:
+        return Fingerprint(torch.full((2, 3, 4, 4), value), torch.tensor([1, 2]), manifest={"method": "test"})
+
+    runs, out = tmp_path / "runs", tmp_path / "sep"
+    base = runs / "cifar10-cpu-hour-seed3"
+    (base / "zoo").mkdir(parents=True)
+    (base / "zoo" / "m.safetensors").write_bytes(b"weights")
+    save_fingerprint(fingerprint(0.1), base / "fingerprint")
+    save_fingerprint(fingerprint(0.2), base / "fingerprint-pgd")
+    save_fingerprint(fingerprint(0.3), runs / "cifar10-cpu-hour-eps0.005-seed3" / "fingerprint")
+    save_fingerprint(fingerprint(0.4), base / "fingerprint-control")
+    (base / "fingerprint-control.safetensors").write_bytes(b"damaged")  # no longer its manifest's: not brought
+    out.mkdir()
+    (out / "fp-seed3-pgd.json").write_text('{"mine": 1}')  # already there: kept
+    found = cifar_reuse(3, runs)
+    assert set(found) >= {"zoo", "cem-pool", "pgd", "control", "cem-pool-mixed", "cem-pool-eps0.005", "pgd-eps0.02"}
+    assert link_reused(found, out, 3) == ["zoo", "cem-pool", "cem-pool-eps0.005"]
+    assert (out / "zoo-seed3" / "m.safetensors").read_bytes() == b"weights"
+    assert float(load_fingerprint(out / "fp-seed3-cem-pool").inputs.mean()) == pytest.approx(0.1)
+    assert float(load_fingerprint(out / "fp-seed3-cem-pool-eps0.005").inputs.mean()) == pytest.approx(0.3)
+    assert (out / "fp-seed3-pgd.json").read_text() == '{"mine": 1}' and not (out / "fp-seed3-pgd.safetensors").exists()
+    assert not (out / "fp-seed3-control.safetensors").exists()
+    assert link_reused(found, out, 3) == []  # a second run brings nothing again
 
 
 def test_reference_control_is_crafted_on_the_references_and_keyed_both_ways():

@@ -306,10 +306,11 @@ CIFAR10_CPU = QuickstartConfig(
 # benchmark of about an hour"): `cifar10-cpu`'s protocol, fingerprint and verdict with models trained about three
 # times longer and the source one size up (`cnn32`, 30 epochs), so that thieves copy a stronger source more
 # closely; the training ensemble holds every testing architecture but the MLP twice or more (4 + 4 of the
-# source's). Its ε stays `cifar10-cpu`'s (chosen on weaker models). It does not separate, and scores below
-# `cifar10-cpu` (seeds 0 / 1: calibrated AUC 0.453 / 0.742, margins −0.222 / −0.086; source 0.775 / 0.776; 2051 /
-# 2307 s from nothing; ε 0.005–0.03 and the mixed pool did not rescue seed 0): the thieves copy the stronger source
-# hardly more closely than independent models do (docs/results/separation-summary.md §24).
+# source's). Its ε stays `cifar10-cpu`'s (chosen on weaker models). It does not separate, and scores no better than
+# `cifar10-cpu` (seeds 0 / 1 / 2: calibrated AUC 0.453 / 0.742 / 0.844, margins −0.222 / −0.086 / −0.046; source
+# 0.775–0.776; 1990–2308 s from nothing; ε 0.005–0.03 and the mixed pool did not rescue seed 0): the thieves copy the
+# stronger source hardly more closely than independent models do (docs/results/separation-summary.md §24). None of
+# CEM's levers, changed one at a time, separates either (benchmarks/separation.py --dataset cifar10; §25).
 _CIFAR_HOUR_HELD_OUT = (("cnn_small32", 15), ("lenet_bn32", 15), ("mlp32", 15), ("cnn32", 12))
 CIFAR10_CPU_HOUR = replace(
     CIFAR10_CPU, preset="cifar10-cpu-hour", source_arch="cnn32", source_epochs=30,
