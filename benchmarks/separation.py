@@ -412,7 +412,7 @@ def plot_eps(run: dict, path: Path, dataset: str = "fashion-mnist") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--dataset", default="fashion-mnist", choices=list(DEFAULT_CONFIRM))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--confirm", nargs="*", default=None,
                    help="settings also run on the seeds after the first (default: DEFAULT_CONFIRM of the dataset)")
@@ -421,8 +421,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny models, results under the work folder only")
     args = p.parse_args(argv)
-    if args.dataset not in DEFAULT_CONFIRM:
-        p.error(f"--dataset {args.dataset!r}: one of {', '.join(DEFAULT_CONFIRM)}")
     if args.confirm is None:
         args.confirm = DEFAULT_CONFIRM[args.dataset]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
