@@ -16,7 +16,7 @@ benchmarks/results/separation-<dataset>.json, docs/results/separation-<dataset>.
 held-out conferrability per ε (the paper's Figure 3a).
 
 CIFAR-10 runs on the `cifar10-cpu-hour` preset's study, the largest this CPU allows in about an hour
-(source `cnn32`, 7 + 10 training models, 8 + 8 testing models): its own sweep (`cifar_settings`, the preset's
+(source `cnn32`, 7 + 10 training models, 12 cheaper ones more for one setting, 8 + 8 testing models): its own sweep (`cifar_settings`, the preset's
 CEM with one lever changed at a time), every setting also scored as the preset scores, CAEAcc minus CAEAcc on
 the study's control set (``ctl``). Its models, and the fingerprints `quickstart_seeds.py` and `cifar_eps.py`
 already made on them, are reused from benchmarks/runs/cifar10-cpu-hour*-seed<N>/ (the zoo hard-linked, the
@@ -62,6 +62,15 @@ EXTRA_TRAINING = (
 )
 
 
+# CIFAR-10's "more, cheaper models, above all references" lever: 12 more training models at about half the preset's
+# epochs (10 references, 6 of them of the source's architecture, and 2 surrogates), in CEM's ensemble only for the
+# setting `cem-pool-more-refs`.
+CIFAR_EXTRA = (
+    Group("cnn32", "reference", "ground_truth", 6, 4, tag="extra"), Group("cnn_small32", "reference", "ground_truth", 2, 5, tag="extra"),
+    Group("lenet_bn32", "reference", "ground_truth", 2, 5, tag="extra"), Group("cnn32", "surrogate", "soft", 2, 4, tag="extra"),
+)
+
+
 def study_config(dataset: str, smoke: bool = False) -> QuickstartConfig:
     if smoke:  # every code path on the tiny preset, in about a minute; its numbers mean nothing
         from conferprint.experiments.quickstart import TINY
@@ -72,14 +81,19 @@ def study_config(dataset: str, smoke: bool = False) -> QuickstartConfig:
     if dataset == "fashion-mnist":
         # the quickstart's groups first (same names -> same models), then the extra pool
         return replace(DEFAULT, training=DEFAULT.training + EXTRA_TRAINING)
-    if dataset == "cifar10":  # the preset's study as it is: its whole training ensemble is the "pool"
-        return CIFAR10_CPU_HOUR
+    if dataset == "cifar10":  # the preset's study; its whole training ensemble is the "pool", CIFAR_EXTRA joins "pool+extra"
+        return replace(CIFAR10_CPU_HOUR, training=CIFAR10_CPU_HOUR.training + CIFAR_EXTRA)
     raise SystemExit(f"dataset {dataset!r}: fashion-mnist or cifar10")
 
 
 def ensemble(study, name: str) -> tuple[list, list]:
-    """Pick training surrogates and references for an ensemble setting by name."""
+    """Pick training surrogates and references for an ensemble setting by name. The models of CIFAR-10's
+    extra groups (tag ``extra``) join only the ensembles whose name ends in ``+extra``."""
     surr, refs = study.training_role("surrogate"), study.training_role("reference")
+    if name.endswith("+extra"):
+        name = name.removesuffix("+extra")
+    else:
+        surr, refs = [m for m in surr if "-extra" not in m.name], [m for m in refs if "-extra" not in m.name]
     base_names = {f"train-{g.role}-{g.arch}-{g.labels}-{g.tag}{i}" for g in DEFAULT.training for i in range(g.count)}
     if name == "quickstart":  # 2 + 2 per family (cnn_small, lenet_bn, mlp)
         return [m for m in surr if m.name in base_names], [m for m in refs if m.name in base_names]
@@ -116,7 +130,7 @@ def calibration_refs(study, ens: str) -> list:
     if ens == "none":
         return []
     used = {m.name for m in ensemble(study, ens)[1]}
-    return [m for m in study.training_role("reference") if m.name not in used]
+    return [m for m in study.training_role("reference") if m.name not in used and "-extra" not in m.name]
 
 
 def family_calibrated(fp, probe_inputs, testing, cal_refs) -> dict:
@@ -142,6 +156,7 @@ def cifar_settings() -> list[tuple[str, str, Any]]:
         ("cem-pool-source-target", "pool", replace(q, target="source")),
         ("cem-pool-paper-weights", "pool", replace(q, beta=1, gamma=1)),
         ("cem-source-arch", "source-arch", q),
+        ("cem-pool-more-refs", "pool+extra", q),
         ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
         ("cem-pool-tau1", "pool", replace(q, tau=1.0)),
         ("cem-pool-steps25", "pool", replace(q, steps=25)),
@@ -180,6 +195,7 @@ def settings(first_seed: bool, confirm: list[str], dataset: str = "fashion-mnist
         ("cem-pool-holdout", "pool-holdout", q),
         ("cem-pool-refs", "pool-refs", q),
         ("cem-source-arch", "source-arch", q),
+        ("cem-pool-more-refs", "pool+extra", q),
         ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
         ("cem-pool-tau1", "pool", replace(q, tau=1.0)),
         ("cem-pool-steps50", "pool", replace(q, steps=50)),

@@ -60,6 +60,21 @@ def test_separation_cifar_sweep_changes_one_lever_at_a_time_and_reuses_only_what
             assert len(changed) <= (3 if "paper-weights" in name else 1), (name, changed)
             assert (ens == "source-arch") == (name == "cem-source-arch")
     assert sweep["cem-pool-eps0.02"][1].eps == 0.02 and sweep["pgd-eps0.005"][1].eps == 0.005
+    # the extra, cheaper models join only the ensemble named for them, and are nobody's calibration references
+    from types import SimpleNamespace
+    from separation import calibration_refs, ensemble
+
+    def member(name, arch):
+        return SimpleNamespace(name=name, arch=arch)
+
+    roles = {"surrogate": [member("train-surrogate-cnn32-soft-0", "cnn32"), member("train-surrogate-cnn32-soft-extra0", "cnn32")],
+             "reference": [member("train-reference-cnn32-ground_truth-0", "cnn32"), member("train-reference-mlp32-ground_truth-0", "mlp32"),
+                           member("train-reference-cnn32-ground_truth-extra0", "cnn32")]}
+    study = SimpleNamespace(training_role=roles.__getitem__, source=SimpleNamespace(arch="cnn32"))
+    assert [len(g) for g in ensemble(study, "pool")] == [1, 2] and [len(g) for g in ensemble(study, "pool+extra")] == [2, 3]
+    assert [m.name for m in ensemble(study, "source-arch")[1]] == ["train-reference-cnn32-ground_truth-0"]
+    assert [m.name for m in calibration_refs(study, "source-arch")] == ["train-reference-mlp32-ground_truth-0"]
+    assert sweep["cem-pool-more-refs"] == ("pool+extra", q)
     for series in EPS_SERIES["cifar10"].values():
         assert all(n in sweep for n, _ in series)
 
