@@ -125,6 +125,12 @@ def calibrated_scores(rows: list[dict], key: str, control: str) -> dict[str, flo
     return {r["name"]: r["scores"][key] - r["scores"][control] for r in rows}
 
 
+def by_role(rows: list[dict], score: dict[str, float]) -> tuple[list[float], list[float]]:
+    """``score`` (model name -> value) of the surrogates, then of the references, among ``rows``."""
+    return ([score[r["name"]] for r in rows if r["role"] == "surrogate"],
+            [score[r["name"]] for r in rows if r["role"] == "reference"])
+
+
 def calibration_refs(study, ens: str) -> list:
     """Training references that the ensemble `ens` did not use: the per-family null is fitted on them."""
     if ens == "none":
@@ -195,7 +201,6 @@ def settings(first_seed: bool, confirm: list[str], dataset: str = "fashion-mnist
         ("cem-pool-holdout", "pool-holdout", q),
         ("cem-pool-refs", "pool-refs", q),
         ("cem-source-arch", "source-arch", q),
-        ("cem-pool-more-refs", "pool+extra", q),
         ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
         ("cem-pool-tau1", "pool", replace(q, tau=1.0)),
         ("cem-pool-steps50", "pool", replace(q, steps=50)),
@@ -296,15 +301,11 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
     for name in fps:
         res = {**meta[name], **summarize(rows, name), "per_arch": per_arch(rows, name)}
         if name != "pgd" and "pgd" in fps:
-            cal = calibrated_scores(rows, name, "pgd")
-            pos = [cal[r["name"]] for r in rows if r["role"] == "surrogate"]
-            neg = [cal[r["name"]] for r in rows if r["role"] == "reference"]
-            res["calibrated_diff_pgd"] = separation_stats(pos, neg)
+            res["calibrated_diff_pgd"] = separation_stats(*by_role(rows, calibrated_scores(rows, name, "pgd")))
         if name != ctl_key and (control or ctl_key in fps):  # as the quickstart computes it (rounded: ties tie)
             cal = {r["name"]: control_difference(r["scores"][name], r["scores"][ctl_key]) for r in rows}
             scored = [{**r, "scores": {"ctl": cal[r["name"]]}} for r in rows]
-            pos = [cal[r["name"]] for r in rows if r["role"] == "surrogate"]
-            neg = [cal[r["name"]] for r in rows if r["role"] == "reference"]
+            pos, neg = by_role(rows, cal)
             gap, dp = d_prime(pos, neg)
             res["calibrated_diff_control"] = {**separation_stats(pos, neg), "gap": gap, "d_prime": dp,
                                               "control": ctl_key, "per_arch": per_arch(scored, "ctl")}
