@@ -5,8 +5,8 @@ One command, seeded, resumable (models in a zoo, fingerprints cached on disk):
     python benchmarks/separation.py --dataset fashion-mnist --seeds 0 1 2
     python benchmarks/separation.py --dataset cifar10 --seeds 0 --data-dir ../shared/data/cifar-10-batches-py
 
-For each seed it trains (or reloads) the quickstart's source, a pool of training models on D1
-and the quickstart's testing models on D2 (never seen by generation); then, for every setting of
+For each seed it trains (or reloads) the preset's source, its training models on D1
+and its testing models on D2 (never seen by generation); then, for every setting of
 the sweep, it generates a fingerprint, queries every testing model for top-1 labels, and records
 ROC AUC (surrogates positive), the margin min(surrogate) - max(reference), TPR at FPR 0, per
 architecture, mean held-out conferrability, and the same for calibrated scores that use only the
@@ -15,12 +15,16 @@ in --confirm (the candidates for the defaults). Writes
 benchmarks/results/separation-<dataset>.json, docs/results/separation-<dataset>.md and a plot of
 held-out conferrability per ε (the paper's Figure 3a).
 
-CIFAR-10 runs on the `cifar10-cpu-hour` preset's study, the largest this CPU allows in about an hour
-(source `cnn32`, 7 + 10 training models, 12 cheaper ones more for one setting, 8 + 8 testing models): its own sweep (`cifar_settings`, the preset's
-CEM with one lever changed at a time), every setting also scored as the preset scores, CAEAcc minus CAEAcc on
-the study's control set (``ctl``). Its models, and the fingerprints `quickstart_seeds.py` and `cifar_eps.py`
-already made on them, are reused from benchmarks/runs/cifar10-cpu-hour*-seed<N>/ (the zoo hard-linked, the
-fingerprints copied; a reused fingerprint must match what its setting would make, else it is made again).
+Each dataset's sweep is its preset's CEM with one lever changed at a time, every setting also scored as the preset
+scores, CAEAcc minus CAEAcc on the study's control set (``ctl``):
+- Fashion-MNIST runs on the `default` preset's study (10 + 16 training models, 8 + 8 testing models; `fmnist_settings`).
+  Its models and fingerprints are reused from `quickstart_seeds.py`'s benchmarks/runs/quickstart-seed<N>/.
+- CIFAR-10 runs on the `cifar10-cpu-hour` preset's study, the largest this CPU allows in about an hour (source `cnn32`,
+  7 + 10 training models, 12 cheaper ones more for one setting, 8 + 8 testing models; `cifar_settings`). Its models,
+  and the fingerprints `quickstart_seeds.py` and `cifar_eps.py` already made on them, are reused from
+  benchmarks/runs/cifar10-cpu-hour*-seed<N>/.
+A zoo is hard-linked, a fingerprint loaded and saved again under the sweep's name; a reused fingerprint must match
+what its setting would make, else it is made again.
 """
 from __future__ import annotations
 
@@ -43,24 +47,14 @@ from conferprint.experiments.quickstart import (
     summarize, versions,
 )
 from conferprint.experiments.zoo_builder import Group
-from conferprint.fingerprint import PGD
 from conferprint.fingerprint.scores import confer, labels_of
 from conferprint.verify import model_oracle, separation_stats
-from conferprint.verify.calibration import FamilyNull, control_difference
+from conferprint.verify.calibration import FamilyNull, control_difference, fit_threshold
 
-from _common import PAPERS_POOL_CEM, d_prime, separated  # run as a script: its folder is on sys.path
+from _common import d_prime, separated  # run as a script: its folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("separation")
-
-# The training pool: the quickstart's 2 + 2 per family, plus extra references (above all of the
-# source's architecture) and surrogates for the "more, cheaper models" lever.
-EXTRA_TRAINING = (
-    Group("cnn_small", "reference", "ground_truth", 6, 5, tag="pool"), Group("lenet_bn", "reference", "ground_truth", 2, 5, tag="pool"),
-    Group("mlp", "reference", "ground_truth", 2, 8, tag="pool"), Group("cnn_small", "surrogate", "soft", 2, 5, tag="pool"),
-    Group("cnn_small", "surrogate", "hard", 2, 5, tag="pool"),
-)
-
 
 # CIFAR-10's "more, cheaper models, above all references" lever: 12 more training models at about half the preset's
 # epochs (10 references, 6 of them of the source's architecture, and 2 surrogates), in CEM's ensemble only for the
@@ -75,12 +69,9 @@ def study_config(dataset: str, smoke: bool = False) -> QuickstartConfig:
     if smoke:  # every code path on the tiny preset, in about a minute; its numbers mean nothing
         from conferprint.experiments.quickstart import TINY
 
-        extra = tuple(replace(g, epochs=1, count=min(g.count, 2)) for g in EXTRA_TRAINING)
-        pool = tuple(replace(g, arch="cnn_small" if g.arch == "lenet_bn" else g.arch) for g in extra)
-        return replace(TINY, training=TINY.training + pool)
-    if dataset == "fashion-mnist":
-        # the quickstart's groups first (same names -> same models), then the extra pool
-        return replace(DEFAULT, training=DEFAULT.training + EXTRA_TRAINING)
+        return TINY
+    if dataset == "fashion-mnist":  # the default preset's study itself: its 10 + 16 training models are the "pool"
+        return DEFAULT
     if dataset == "cifar10":  # the preset's study; its whole training ensemble is the "pool", CIFAR_EXTRA joins "pool+extra"
         return replace(CIFAR10_CPU_HOUR, training=CIFAR10_CPU_HOUR.training + CIFAR_EXTRA)
     raise SystemExit(f"dataset {dataset!r}: fashion-mnist or cifar10")
@@ -94,15 +85,10 @@ def ensemble(study, name: str) -> tuple[list, list]:
         name = name.removesuffix("+extra")
     else:
         surr, refs = [m for m in surr if "-extra" not in m.name], [m for m in refs if "-extra" not in m.name]
-    base_names = {f"train-{g.role}-{g.arch}-{g.labels}-{g.tag}{i}" for g in DEFAULT.training for i in range(g.count)}
-    if name == "quickstart":  # 2 + 2 per family (cnn_small, lenet_bn, mlp)
-        return [m for m in surr if m.name in base_names], [m for m in refs if m.name in base_names]
-    if name == "pool":  # everything: 10 surrogates, 16 references
+    if name == "pool":  # the study's whole training ensemble
         return surr, refs
-    if name == "pool-refs":  # the quickstart's surrogates, every reference
-        return [m for m in surr if m.name in base_names], refs
-    if name == "pool-holdout":  # every surrogate; only the extra references (the quickstart's 6 are held out)
-        return surr, [m for m in refs if m.name not in base_names]
+    if name == "base":  # without the groups tagged "pool" (Fashion-MNIST: 2 + 2 per family, 6 + 6)
+        return [m for m in surr if "-pool" not in m.name], [m for m in refs if "-pool" not in m.name]
     if name == "source-arch":  # only the source's architecture
         a = study.source.arch
         return [m for m in surr if m.arch == a], [m for m in refs if m.arch == a]
@@ -149,6 +135,11 @@ def family_calibrated(fp, probe_inputs, testing, cal_refs) -> dict:
     return {"nulls": null.nulls, "calibration_models": sorted(null.family_of), "per_model": per_model}
 
 
+def _pgd_at(pgd, eps: float):
+    """The PGD baseline at another ε, its step a tenth of it (as the presets' PGD)."""
+    return replace(pgd, eps=eps, step_size=eps / 10)
+
+
 def cifar_settings() -> list[tuple[str, str, Any]]:
     """CIFAR-10's sweep: the `cifar10-cpu-hour` preset's CEM (`cem-pool`: the papers' pool, ε 0.01, 50 steps, the
     conferrable target, weights (1, 0.1, 0.1), dropout 0.5, τ 0.5) with one lever changed at a time; the PGD
@@ -171,60 +162,70 @@ def cifar_settings() -> list[tuple[str, str, Any]]:
         ("cem-pool-mixed", "pool", replace(q, candidates="mixed")),
         ("cem-pool-eps0.005", "pool", replace(q, eps=0.005)),
         ("cem-pool-eps0.02", "pool", replace(q, eps=0.02)),
-        ("pgd-eps0.005", "none", replace(pgd, eps=0.005, step_size=0.0005)),
-        ("pgd-eps0.02", "none", replace(pgd, eps=0.02, step_size=0.002)),
+        ("pgd-eps0.005", "none", _pgd_at(pgd, 0.005)),
+        ("pgd-eps0.02", "none", _pgd_at(pgd, 0.02)),
+    ]
+
+
+def fmnist_settings() -> list[tuple[str, str, Any]]:
+    """Fashion-MNIST's sweep: the default preset's CEM (`cem-pool`: 25 of the 100 from the source's correct answers
+    and 75 from its mistakes on D1, ε 0.05, 25 steps, the conferrable target, weights (1, 0.1, 0.1), dropout 0.5,
+    τ 0.5 as a floor under the best-by-Confer ranking), against the study's 10 + 16 training models, with one lever
+    changed at a time; the PGD baseline at the ε of the Figure 3a plot. (The first sweep, which chose the first
+    defaults, is kept in docs/results/separation-fashion-mnist-first-sweep.md.)"""
+    q, pgd = DEFAULT.cem, DEFAULT.pgd
+    return [
+        ("pgd", "none", pgd),
+        ("cem-pool", "pool", q),
+        ("cem-pool-paper-weights-source-target", "pool", replace(q, beta=1, gamma=1, target="source")),
+        ("cem-pool-source-target", "pool", replace(q, target="source")),
+        ("cem-pool-paper-weights", "pool", replace(q, beta=1, gamma=1)),
+        ("cem-source-arch", "source-arch", q),  # 6 + 8 cnn_small
+        ("cem-base", "base", q),  # 6 + 6: without the 4 extra surrogates and 10 extra references
+        ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
+        ("cem-pool-tau0.9", "pool", replace(q, tau=0.9)),
+        ("cem-pool-steps50", "pool", replace(q, steps=50)),
+        ("cem-pool-lr0.02", "pool", replace(q, lr=0.02)),
+        ("cem-pool-balanced", "pool", replace(q, balance=True)),
+        ("cem-pool-correct", "pool", replace(q, candidates="correct")),  # the papers' pool alone
+        ("cem-pool-errors", "pool", replace(q, candidates="errors")),  # the source's mistakes alone
+        ("cem-pool-size50", "pool", replace(q, size=50)),
+        ("cem-pool-eps0.025", "pool", replace(q, eps=0.025)),
+        ("cem-pool-eps0.1", "pool", replace(q, eps=0.1)),
+        ("pgd-eps0.025", "none", _pgd_at(pgd, 0.025)),
+        ("pgd-eps0.1", "none", _pgd_at(pgd, 0.1)),
     ]
 
 
 # The Figure 3a plot's points per dataset: (setting, ε) for CEM and for PGD
 EPS_SERIES = {
-    "fashion-mnist": {"CEM (pool)": [("cem-pool-eps0.05", 0.05), ("cem-pool", 0.1), ("cem-pool-eps0.15", 0.15)],
-                      "PGD": [("pgd-eps0.05", 0.05), ("pgd", 0.1), ("pgd-eps0.15", 0.15)]},
+    "fashion-mnist": {"CEM (the default)": [("cem-pool-eps0.025", 0.025), ("cem-pool", 0.05), ("cem-pool-eps0.1", 0.1)],
+                      "PGD": [("pgd-eps0.025", 0.025), ("pgd", 0.05), ("pgd-eps0.1", 0.1)]},
     "cifar10": {"CEM (pool)": [("cem-pool-eps0.005", 0.005), ("cem-pool", 0.01), ("cem-pool-eps0.02", 0.02)],
                 "PGD": [("pgd-eps0.005", 0.005), ("pgd", 0.01), ("pgd-eps0.02", 0.02)]},
 }
-DEFAULT_CONFIRM = {"fashion-mnist": ["cem-conferrable", "cem-pool-steps50-c1536", "cem-pool-refs-steps50-c1536"],
-                   "cifar10": ["cem-pool"]}
+DEFAULT_CONFIRM = {"fashion-mnist": ["cem-pool"], "cifar10": ["cem-pool"]}
 
 
 def settings(first_seed: bool, confirm: list[str], dataset: str = "fashion-mnist") -> list[tuple[str, str, Any]]:
-    """(name, ensemble, method). `cem-conferrable` was the quickstart's first default; the adopted
-    default is `cem-pool-steps50-c1536` trimmed to fit 15 minutes (see quickstart.DEFAULT)."""
-    q = PAPERS_POOL_CEM  # the papers' candidate pool, as every setting here was measured
-    all_settings = cifar_settings() if dataset == "cifar10" else [
-        ("pgd", "none", PGD(size=100, max_candidates=768)),
-        ("cem-paper-weights-source-target", "quickstart", replace(q, alpha=1, beta=1, gamma=1, target="source")),
-        ("cem-best-weights-source-target", "quickstart", replace(q, target="source")),
-        ("cem-conferrable", "quickstart", q),
-        ("cem-conferrable-paper-weights", "quickstart", replace(q, beta=1, gamma=1)),
-        ("cem-pool", "pool", q),
-        ("cem-pool-holdout", "pool-holdout", q),
-        ("cem-pool-refs", "pool-refs", q),
-        ("cem-source-arch", "source-arch", q),
-        ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
-        ("cem-pool-tau1", "pool", replace(q, tau=1.0)),
-        ("cem-pool-steps50", "pool", replace(q, steps=50)),
-        ("cem-pool-steps50-c1536", "pool", replace(q, steps=50, max_candidates=1536)),
-        ("cem-pool-refs-steps50-c1536", "pool-refs", replace(q, steps=50, max_candidates=1536)),
-        ("cem-pool-eps0.05", "pool", replace(q, eps=0.05)),
-        ("cem-pool-eps0.15", "pool", replace(q, eps=0.15)),
-        ("pgd-eps0.05", "none", PGD(eps=0.05, size=100, max_candidates=768)),
-        ("pgd-eps0.15", "none", PGD(eps=0.15, size=100, max_candidates=768)),
-    ]
+    """(name, ensemble, method): every setting on the first seed, the baseline and the ``confirm`` ones after it."""
+    all_settings = cifar_settings() if dataset == "cifar10" else fmnist_settings()
     if first_seed:
         return all_settings
     return [s for s in all_settings if s[0] in confirm or s[0] == "pgd"]
 
 
-def cifar_reuse(seed: int, runs: Path) -> dict[str, Path]:
-    """What the `cifar10-cpu-hour` runs of `quickstart_seeds.py` (its preset, ``--cem-candidates mixed``) and
-    `cifar_eps.py` made on seed ``seed``'s models, by this sweep's names: the zoo and fingerprint stems."""
-    base = runs / f"cifar10-cpu-hour-seed{seed}"
-    found = {"zoo": base / "zoo", "cem-pool": base / "fingerprint", "pgd": base / "fingerprint-pgd",
-             "control": base / CONTROL_NAME, "cem-pool-mixed": runs / f"cifar10-cpu-hour-seed{seed}-mixed" / "fingerprint"}
-    for eps in ("0.005", "0.02"):
-        found[f"cem-pool-eps{eps}"] = runs / f"cifar10-cpu-hour-eps{eps}-seed{seed}" / "fingerprint"
-        found[f"pgd-eps{eps}"] = runs / f"cifar10-cpu-hour-eps{eps}-seed{seed}" / "fingerprint-pgd"
+def reuse_runs(dataset: str, seed: int, runs: Path) -> dict[str, Path]:
+    """What other benchmarks made on seed ``seed``'s study, by this sweep's names: the zoo and fingerprint stems.
+    Fashion-MNIST: `quickstart_seeds.py`'s run of the default preset. CIFAR-10: the `cifar10-cpu-hour` runs of
+    `quickstart_seeds.py` (its preset, and ``--cem-candidates mixed``) and of `cifar_eps.py`."""
+    base = runs / (f"quickstart-seed{seed}" if dataset == "fashion-mnist" else f"cifar10-cpu-hour-seed{seed}")
+    found = {"zoo": base / "zoo", "cem-pool": base / "fingerprint", "pgd": base / "fingerprint-pgd", "control": base / CONTROL_NAME}
+    if dataset == "cifar10":
+        found["cem-pool-mixed"] = runs / f"cifar10-cpu-hour-seed{seed}-mixed" / "fingerprint"
+        for eps in ("0.005", "0.02"):
+            found[f"cem-pool-eps{eps}"] = runs / f"cifar10-cpu-hour-eps{eps}-seed{seed}" / "fingerprint"
+            found[f"pgd-eps{eps}"] = runs / f"cifar10-cpu-hour-eps{eps}-seed{seed}" / "fingerprint-pgd"
     return found
 
 
@@ -255,10 +256,10 @@ def link_reused(found: dict[str, Path], out: Path, seed: int) -> list[str]:
 def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm: list[str], progress: bool,
              smoke: bool = False) -> dict:
     cfg = study_config(dataset, smoke)
-    if dataset == "cifar10" and not smoke:
-        brought = link_reused(cifar_reuse(seed, ROOT / "benchmarks" / "runs"), out, seed)
+    if not smoke:
+        brought = link_reused(reuse_runs(dataset, seed, ROOT / "benchmarks" / "runs"), out, seed)
         if brought:
-            log.info("seed %d: reused from the cifar10-cpu-hour runs: %s", seed, ", ".join(brought))
+            log.info("seed %d: reused from other benchmarks' runs: %s", seed, ", ".join(brought))
     t0 = time.perf_counter()
     study = prepare_study(cfg, out / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
     log.info("seed %d: models ready in %.0f s", seed, time.perf_counter() - t0)
@@ -281,7 +282,10 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
                       "seconds_this_run": time.perf_counter() - t, "generated_now": new,
                       "held_out_confer": held_out_confer(fp, study.testing)}
         log.info("seed %d %-36s size %3d  held-out confer %.3f", seed, name, len(fp), meta[name]["held_out_confer"])
-    if "cem-pool" in fps:  # fingerprint size: its first 50 (a balanced subset of a round-robin order, else the best by Confer)
+    mixed = "cem-pool" in fps and fps["cem-pool"].manifest.get("params", {}).get("candidates") == "mixed"
+    if "cem-pool" in fps and "cem-pool-size50" not in meta and not mixed:
+        # fingerprint size, the papers' pool (CIFAR-10): its first 50 (a balanced subset of a round-robin order, else the
+        # best by Confer). A mixed fingerprint's first 50 are not what CEM(size=50) keeps: Fashion-MNIST runs that.
         from conferprint.fingerprint import Fingerprint
 
         full = fps["cem-pool"]
@@ -296,6 +300,8 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
         control["control"], _ = _make_fingerprint(cfg.control, f"fp-seed{seed}-control", out, study.source, [], [],
                                                   study.x1, study.y1, seed + 100, study.data.num_classes, progress)
     rows = score_models(study.testing, {**fps, **control}, "testing")
+    # the preset's calibration references (D1, never in generation, never testing): the verdict's threshold per setting
+    cal_rows = score_models(study.calibration, {**fps, **control}, "calibration") if len(study.calibration) >= 3 else []
     ctl_key = "control" if control else "pgd"
     results = {}
     for name in fps:
@@ -309,6 +315,12 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
             gap, dp = d_prime(pos, neg)
             res["calibrated_diff_control"] = {**separation_stats(pos, neg), "gap": gap, "d_prime": dp,
                                               "control": ctl_key, "per_arch": per_arch(scored, "ctl")}
+            if cal_rows:  # the threshold fitted as the preset fits it, and whom the score alone calls stolen
+                fit = fit_threshold([control_difference(r["scores"][name], r["scores"][ctl_key]) for r in cal_rows],
+                                    cfg.threshold_alpha, cfg.threshold_rule, cfg.threshold_confidence)
+                res["calibrated_diff_control"].update(
+                    threshold=fit["threshold"], stolen_surrogates=sum(v >= fit["threshold"] for v in pos),
+                    stolen_references=sum(v >= fit["threshold"] for v in neg))
         cal_refs = calibration_refs(study, meta[name]["ensemble"])
         if cal_refs and "pgd" in fps:
             probe = torch.cat([fps[name].inputs, fps["pgd"].inputs])
@@ -353,29 +365,32 @@ def write_markdown(dataset: str, payload: dict, path: Path) -> None:
             archs = sorted(next(iter(ctl.values()))["per_arch"])
             lines += [f"Seed {run['seed']}, the quickstart's score: CAEAcc − CAEAcc on the study's control set "
                       f"(`{next(iter(ctl.values()))['control']}`); margin per testing architecture.", "",
-                      "| setting | AUC ctl | margin ctl | gap | d′ | " + " | ".join(f"margin {a}" for a in archs) + " |",
-                      "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in archs) + " |"]
+                      "| setting | AUC ctl | margin ctl | gap | d′ | threshold | stolen: S, R | " + " | ".join(f"margin {a}" for a in archs) + " |",
+                      "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in archs) + " |"]
             f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
             for name, c in ctl.items():
+                stolen = f"{c['stolen_surrogates']}, {c['stolen_references']}" if "threshold" in c else "–"
                 lines.append(f"| {name} | {f(c['roc_auc'])} | {f(c['margin'])} | {f(c['gap'])} | {c['d_prime']:.2f} | "
-                             + " | ".join(f(c["per_arch"][a]["margin"]) for a in archs) + " |")
+                             f"{f(c.get('threshold'))} | {stolen} | " + " | ".join(f(c["per_arch"][a]["margin"]) for a in archs) + " |")
             lines.append("")
     if "across_seeds" in payload:
         lines += ["## Across seeds", "", "| setting | seeds | AUC mean | AUC min | margin mean | margin min | AUC diff mean | margin diff min | AUC fam-null mean | AUC fam-null min | margin fam-null min |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        g = lambda a, k: f"{a[k]:.3f}" if k in a else "–"  # noqa: E731  (a score some setting does not have)
         for name, a in payload["across_seeds"].items():
             lines.append(f"| {name} | {a['seeds']} | {a['auc_mean']:.3f} | {a['auc_min']:.3f} | {a['margin_mean']:.3f} | "
-                         f"{a['margin_min']:.3f} | {a.get('diff_auc_mean', float('nan')):.3f} | {a.get('diff_margin_min', float('nan')):.3f} | "
-                         f"{a.get('fam_auc_mean', float('nan')):.3f} | {a.get('fam_auc_min', float('nan')):.3f} | {a.get('fam_margin_min', float('nan')):.3f} |")
+                         f"{a['margin_min']:.3f} | {g(a, 'diff_auc_mean')} | {g(a, 'diff_margin_min')} | "
+                         f"{g(a, 'fam_auc_mean')} | {g(a, 'fam_auc_min')} | {g(a, 'fam_margin_min')} |")
         lines.append("")
         ctl = {name: a for name, a in payload["across_seeds"].items() if "ctl_auc_mean" in a}
         if ctl:
             lines += ["The quickstart's score (CAEAcc − control) across seeds:", "",
-                      "| setting | seeds | AUC ctl mean | AUC ctl min | margin ctl mean | margin ctl min | d′ mean | separated (AUC ≥ 0.95, margin > 0) |",
-                      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                      "| setting | seeds | AUC ctl mean | AUC ctl min | margin ctl mean | margin ctl min | d′ mean | separated (AUC ≥ 0.95, margin > 0) | stolen: S, R |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
             for name, a in ctl.items():
+                stolen = f"{a['ctl_stolen_surrogates']}, {a['ctl_stolen_references']}" if "ctl_stolen_surrogates" in a else "–"
                 lines.append(f"| {name} | {a['seeds']} | {a['ctl_auc_mean']:.3f} | {a['ctl_auc_min']:.3f} | {a['ctl_margin_mean']:.3f} | "
-                             f"{a['ctl_margin_min']:.3f} | {a['ctl_d_prime_mean']:.2f} | {a['ctl_separated']} of {a['seeds']} |")
+                             f"{a['ctl_margin_min']:.3f} | {a['ctl_d_prime_mean']:.2f} | {a['ctl_separated']} of {a['seeds']} | {stolen} |")
             lines.append("")
     lines.append("![held-out conferrability per epsilon](separation-" + dataset + "-eps.png)")
     path.write_text("\n".join(lines) + "\n")
@@ -401,6 +416,9 @@ def across_seeds(runs: list[dict]) -> dict:
                      ctl_margin_mean=sum(x["margin"] for x in c) / len(c), ctl_margin_min=min(x["margin"] for x in c),
                      ctl_d_prime_mean=sum(x["d_prime"] for x in c) / len(c),
                      ctl_separated=sum(separated(x["roc_auc"], x["margin"]) for x in c))
+            if all("threshold" in x for x in c):
+                a.update(ctl_stolen_surrogates=sum(x["stolen_surrogates"] for x in c),
+                         ctl_stolen_references=sum(x["stolen_references"] for x in c))
         out[name] = a
     return out
 

@@ -22,8 +22,8 @@ def test_separation_benchmark_smoke_runs_every_setting(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "smoke.json").read_text())
     settings = res["runs"][0]["settings"]
-    # the baseline and the CEM settings the defaults were chosen from are all there
-    assert {"pgd", "cem-conferrable", "cem-pool-steps50-c1536"} <= set(settings)
+    # the baseline, the default's CEM and its levers are all there
+    assert {"pgd", "cem-pool", "cem-pool-correct", "cem-pool-errors", "cem-source-arch", "cem-base", "pgd-eps0.1"} <= set(settings)
     scored = [s for s in settings.values() if "roc_auc" in s]
     # on tiny models a strict setting (τ = 1, the source's label as target) may keep no example: it says why
     failed = [s for s in settings.values() if "roc_auc" not in s]
@@ -33,32 +33,58 @@ def test_separation_benchmark_smoke_runs_every_setting(tmp_path):
         assert s["min_surrogate"] - s["max_reference"] == pytest.approx(s["margin"], abs=1e-6)
     assert (out / "smoke.md").is_file() and (out / "separation-fashion-mnist-eps.png").is_file()
     # every CEM setting is also scored as the quickstart scores (the tiny preset has no control set: its PGD baseline)
-    ctl = settings["cem-conferrable"]["calibrated_diff_control"]
+    ctl = settings["cem-pool"]["calibrated_diff_control"]
     # (the same difference, rounded to 6 decimals as the quickstart rounds it)
     assert ctl["control"] == "pgd"
-    assert ctl["margin"] == pytest.approx(settings["cem-conferrable"]["calibrated_diff_pgd"]["margin"], abs=1e-6)
+    assert ctl["margin"] == pytest.approx(settings["cem-pool"]["calibrated_diff_pgd"]["margin"], abs=1e-6)
+    # a mixed fingerprint's size lever is a CEM run of its own, not the first 50 of the default's
+    assert "derived_from" not in settings["cem-pool-size50"] and settings["cem-pool-size50"]["params"]["candidates"] == "mixed"
     assert "calibrated_diff_control" not in settings["pgd"]
 
 
-def test_separation_cifar_sweep_changes_one_lever_at_a_time_and_reuses_only_what_exists(tmp_path):
-    """CIFAR-10's sweep: each CEM setting differs from the `cifar10-cpu-hour` preset's CEM in one field (the
-    paper's weights change β and γ together, and the target with them in one setting), the plot's points are
-    settings, and the runs of other benchmarks are brought in by the names their settings have (a missing or
-    damaged run is skipped; nothing is overwritten)."""
+def _one_lever_each(sweep: dict, cfg) -> None:
+    """Each CEM setting differs from the preset's CEM in one field (the paper's weights change β and γ together,
+    and the target with them in one setting), or in its ensemble alone; each PGD setting from its PGD in ε and step."""
     from dataclasses import fields
 
+    q = cfg.cem
+    assert sweep["cem-pool"] == ("pool", q) and sweep["pgd"] == ("none", cfg.pgd)
+    for name, (ens, m) in sweep.items():
+        base = q if name.startswith("cem-") else cfg.pgd
+        changed = {f.name for f in fields(base) if getattr(m, f.name) != getattr(base, f.name)}
+        if name.startswith("cem-"):
+            assert len(changed) <= (3 if "paper-weights" in name else 1), (name, changed)
+            assert (ens == "pool") == bool(changed) or name == "cem-pool", (name, ens, changed)
+        else:
+            assert ens == "none" and changed <= {"eps", "step_size"}, (name, changed)
+            assert m.step_size == pytest.approx(m.eps / 10)
+
+
+def test_separation_sweeps_change_one_lever_at_a_time_from_their_presets():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from separation import EPS_SERIES, cifar_reuse, cifar_settings, link_reused
+    from separation import EPS_SERIES, fmnist_settings, settings
+    from conferprint.experiments.quickstart import DEFAULT
+
+    sweep = {name: (ens, m) for name, ens, m in fmnist_settings()}
+    _one_lever_each(sweep, DEFAULT)
+    assert sweep["cem-pool-correct"][1].candidates == "correct" and sweep["cem-pool-errors"][1].candidates == "errors"
+    assert sweep["cem-pool-size50"][1].size == 50 and sweep["cem-base"][0] == "base"
+    for series in EPS_SERIES["fashion-mnist"].values():
+        assert all(n in sweep for n, _ in series)
+    assert [n for n, _, _ in settings(False, ["cem-base"], "fashion-mnist")] == ["pgd", "cem-base"]
+
+
+def test_separation_cifar_sweep_changes_one_lever_at_a_time_and_reuses_only_what_exists(tmp_path):
+    """CIFAR-10's sweep changes one lever of the `cifar10-cpu-hour` preset's CEM at a time, the plot's points are
+    settings, and the runs of other benchmarks are brought in by the names their settings have (a missing or
+    damaged run is skipped; nothing is overwritten)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from separation import EPS_SERIES, cifar_settings, link_reused, reuse_runs
     from conferprint.experiments.quickstart import CIFAR10_CPU_HOUR
 
     sweep = {name: (ens, m) for name, ens, m in cifar_settings()}
     q = CIFAR10_CPU_HOUR.cem
-    assert sweep["cem-pool"] == ("pool", q) and sweep["pgd"] == ("none", CIFAR10_CPU_HOUR.pgd)
-    for name, (ens, m) in sweep.items():
-        if name.startswith("cem-"):
-            changed = {f.name for f in fields(q) if getattr(m, f.name) != getattr(q, f.name)}
-            assert len(changed) <= (3 if "paper-weights" in name else 1), (name, changed)
-            assert (ens == "source-arch") == (name == "cem-source-arch")
+    _one_lever_each(sweep, CIFAR10_CPU_HOUR)
     assert sweep["cem-pool-eps0.02"][1].eps == 0.02 and sweep["pgd-eps0.005"][1].eps == 0.005
     # the extra, cheaper models join only the ensemble named for them, and are nobody's calibration references
     from types import SimpleNamespace
@@ -97,7 +123,9 @@ def test_separation_cifar_sweep_changes_one_lever_at_a_time_and_reuses_only_what
     (base / "fingerprint-control.safetensors").write_bytes(b"damaged")  # no longer its manifest's: not brought
     out.mkdir()
     (out / "fp-seed3-pgd.json").write_text('{"mine": 1}')  # already there: kept
-    found = cifar_reuse(3, runs)
+    assert set(reuse_runs("fashion-mnist", 3, runs)) == {"zoo", "cem-pool", "pgd", "control"}
+    assert reuse_runs("fashion-mnist", 3, runs)["zoo"] == runs / "quickstart-seed3" / "zoo"
+    found = reuse_runs("cifar10", 3, runs)
     assert set(found) >= {"zoo", "cem-pool", "pgd", "control", "cem-pool-mixed", "cem-pool-eps0.005", "pgd-eps0.02"}
     assert link_reused(found, out, 3) == ["zoo", "cem-pool", "cem-pool-eps0.005"]
     assert (out / "zoo-seed3" / "m.safetensors").read_bytes() == b"weights"

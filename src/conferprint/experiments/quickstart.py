@@ -139,7 +139,7 @@ TINY = QuickstartConfig(
 )
 
 # The real demonstration on this 2-core CPU. Settings chosen by the separation study
-# (benchmarks/separation.py; docs/results/separation-fashion-mnist.md, seed 0), each noted below,
+# (benchmarks/separation.py; docs/results/separation-fashion-mnist-first-sweep.md, seed 0), each noted below,
 # then trimmed to finish well under 15 minutes here; docs/results/quickstart-seeds.md measures this
 # exact preset on three seeds.
 # The source is the small CNN (≈9,000 training images/s here against ≈2,600 for `cnn`); `cnn`

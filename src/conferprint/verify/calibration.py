@@ -1,6 +1,6 @@
 """Label-only scores that control for architecture affinity (issue: separation).
 
-Control difference (adopted; docs/results/separation-fashion-mnist.md): query a *control* set as
+Control difference (adopted; docs/results/separation-fashion-mnist-first-sweep.md): query a *control* set as
 well — a plain PGD fingerprint of the source, adversarial examples that transfer to related
 architectures whether or not a model was derived from the source — and score
 
