@@ -140,12 +140,12 @@ def _pgd_at(pgd, eps: float):
     return replace(pgd, eps=eps, step_size=eps / 10)
 
 
-def cifar_settings() -> list[tuple[str, str, Any]]:
-    """CIFAR-10's sweep: the `cifar10-cpu-hour` preset's CEM (`cem-pool`: the papers' pool, ε 0.01, 50 steps, the
-    conferrable target, weights (1, 0.1, 0.1), dropout 0.5, τ 0.5) with one lever changed at a time; the PGD
-    baseline at the ε of the Figure 3a plot."""
-    cfg = CIFAR10_CPU_HOUR
+def _one_lever(cfg: QuickstartConfig, ensembles, knobs, pools, eps: tuple[float, float]) -> list[tuple[str, str, Any]]:
+    """The preset's CEM (`cem-pool`, its whole training ensemble) with one lever changed at a time: the levers both
+    sweeps share, the dataset's own ``ensembles`` ((name, ensemble)), ``knobs`` and ``pools`` ((name, fields
+    changed)), and ε one step below and above the preset's, with the PGD baseline at the same ε."""
     q, pgd = cfg.cem, cfg.pgd
+    lo, hi = eps
     return [
         ("pgd", "none", pgd),
         ("cem-pool", "pool", q),
@@ -153,18 +153,30 @@ def cifar_settings() -> list[tuple[str, str, Any]]:
         ("cem-pool-source-target", "pool", replace(q, target="source")),
         ("cem-pool-paper-weights", "pool", replace(q, beta=1, gamma=1)),
         ("cem-source-arch", "source-arch", q),
-        ("cem-pool-more-refs", "pool+extra", q),
+        *((name, ens, q) for name, ens in ensembles),
         ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
-        ("cem-pool-tau1", "pool", replace(q, tau=1.0)),
-        ("cem-pool-steps25", "pool", replace(q, steps=25)),
+        *((name, "pool", replace(q, **changes)) for name, changes in knobs),
         ("cem-pool-lr0.02", "pool", replace(q, lr=0.02)),
         ("cem-pool-balanced", "pool", replace(q, balance=True)),
-        ("cem-pool-mixed", "pool", replace(q, candidates="mixed")),
-        ("cem-pool-eps0.005", "pool", replace(q, eps=0.005)),
-        ("cem-pool-eps0.02", "pool", replace(q, eps=0.02)),
-        ("pgd-eps0.005", "none", _pgd_at(pgd, 0.005)),
-        ("pgd-eps0.02", "none", _pgd_at(pgd, 0.02)),
+        *((name, "pool", replace(q, **changes)) for name, changes in pools),
+        (f"cem-pool-eps{lo}", "pool", replace(q, eps=lo)),
+        (f"cem-pool-eps{hi}", "pool", replace(q, eps=hi)),
+        (f"pgd-eps{lo}", "none", _pgd_at(pgd, lo)),
+        (f"pgd-eps{hi}", "none", _pgd_at(pgd, hi)),
     ]
+
+
+# ε one step below and above each preset's, for the sweep and the Figure 3a plot
+SWEEP_EPS = {"fashion-mnist": (0.025, 0.1), "cifar10": (0.005, 0.02)}
+
+
+def cifar_settings() -> list[tuple[str, str, Any]]:
+    """CIFAR-10's sweep: the `cifar10-cpu-hour` preset's CEM (`cem-pool`: the papers' pool, ε 0.01, 50 steps, the
+    conferrable target, weights (1, 0.1, 0.1), dropout 0.5, τ 0.5) with one lever changed at a time; the PGD
+    baseline at the ε of the Figure 3a plot."""
+    return _one_lever(CIFAR10_CPU_HOUR, ensembles=[("cem-pool-more-refs", "pool+extra")],
+                      knobs=[("cem-pool-tau1", {"tau": 1.0}), ("cem-pool-steps25", {"steps": 25})],
+                      pools=[("cem-pool-mixed", {"candidates": "mixed"})], eps=SWEEP_EPS["cifar10"])
 
 
 def fmnist_settings() -> list[tuple[str, str, Any]]:
@@ -173,37 +185,23 @@ def fmnist_settings() -> list[tuple[str, str, Any]]:
     τ 0.5 as a floor under the best-by-Confer ranking), against the study's 10 + 16 training models, with one lever
     changed at a time; the PGD baseline at the ε of the Figure 3a plot. (The first sweep, which chose the first
     defaults, is kept in docs/results/separation-fashion-mnist-first-sweep.md.)"""
-    q, pgd = DEFAULT.cem, DEFAULT.pgd
-    return [
-        ("pgd", "none", pgd),
-        ("cem-pool", "pool", q),
-        ("cem-pool-paper-weights-source-target", "pool", replace(q, beta=1, gamma=1, target="source")),
-        ("cem-pool-source-target", "pool", replace(q, target="source")),
-        ("cem-pool-paper-weights", "pool", replace(q, beta=1, gamma=1)),
-        ("cem-source-arch", "source-arch", q),  # 6 + 8 cnn_small
-        ("cem-base", "base", q),  # 6 + 6: without the 4 extra surrogates and 10 extra references
-        ("cem-pool-dropout0.3", "pool", replace(q, dropout=0.3)),
-        ("cem-pool-tau0.9", "pool", replace(q, tau=0.9)),
-        ("cem-pool-steps50", "pool", replace(q, steps=50)),
-        ("cem-pool-lr0.02", "pool", replace(q, lr=0.02)),
-        ("cem-pool-balanced", "pool", replace(q, balance=True)),
-        ("cem-pool-correct", "pool", replace(q, candidates="correct")),  # the papers' pool alone
-        ("cem-pool-errors", "pool", replace(q, candidates="errors")),  # the source's mistakes alone
-        ("cem-pool-size50", "pool", replace(q, size=50)),
-        ("cem-pool-eps0.025", "pool", replace(q, eps=0.025)),
-        ("cem-pool-eps0.1", "pool", replace(q, eps=0.1)),
-        ("pgd-eps0.025", "none", _pgd_at(pgd, 0.025)),
-        ("pgd-eps0.1", "none", _pgd_at(pgd, 0.1)),
-    ]
+    return _one_lever(DEFAULT, ensembles=[("cem-base", "base")],  # 6 + 6: without the 4 extra surrogates and 10 extra references
+                      knobs=[("cem-pool-tau0.9", {"tau": 0.9}), ("cem-pool-steps50", {"steps": 50})],
+                      pools=[("cem-pool-correct", {"candidates": "correct"}),  # the papers' pool alone
+                             ("cem-pool-errors", {"candidates": "errors"}),  # the source's mistakes alone
+                             ("cem-pool-size50", {"size": 50})],
+                      eps=SWEEP_EPS["fashion-mnist"])
+
+
+def _eps_series(label: str, cfg: QuickstartConfig, dataset: str) -> dict[str, list[tuple[str, float]]]:
+    lo, hi = SWEEP_EPS[dataset]
+    return {label: [(f"cem-pool-eps{lo}", lo), ("cem-pool", cfg.cem.eps), (f"cem-pool-eps{hi}", hi)],
+            "PGD": [(f"pgd-eps{lo}", lo), ("pgd", cfg.pgd.eps), (f"pgd-eps{hi}", hi)]}
 
 
 # The Figure 3a plot's points per dataset: (setting, ε) for CEM and for PGD
-EPS_SERIES = {
-    "fashion-mnist": {"CEM (the default)": [("cem-pool-eps0.025", 0.025), ("cem-pool", 0.05), ("cem-pool-eps0.1", 0.1)],
-                      "PGD": [("pgd-eps0.025", 0.025), ("pgd", 0.05), ("pgd-eps0.1", 0.1)]},
-    "cifar10": {"CEM (pool)": [("cem-pool-eps0.005", 0.005), ("cem-pool", 0.01), ("cem-pool-eps0.02", 0.02)],
-                "PGD": [("pgd-eps0.005", 0.005), ("pgd", 0.01), ("pgd-eps0.02", 0.02)]},
-}
+EPS_SERIES = {"fashion-mnist": _eps_series("CEM (the default)", DEFAULT, "fashion-mnist"),
+              "cifar10": _eps_series("CEM (pool)", CIFAR10_CPU_HOUR, "cifar10")}
 DEFAULT_CONFIRM = {"fashion-mnist": ["cem-pool"], "cifar10": ["cem-pool"]}
 
 
@@ -309,15 +307,17 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
         if name != "pgd" and "pgd" in fps:
             res["calibrated_diff_pgd"] = separation_stats(*by_role(rows, calibrated_scores(rows, name, "pgd")))
         if name != ctl_key and (control or ctl_key in fps):  # as the quickstart computes it (rounded: ties tie)
-            cal = {r["name"]: control_difference(r["scores"][name], r["scores"][ctl_key]) for r in rows}
+            def ctl_scores(rs: list[dict]) -> dict[str, float]:
+                return {r["name"]: control_difference(r["scores"][name], r["scores"][ctl_key]) for r in rs}
+
+            cal = ctl_scores(rows)
             scored = [{**r, "scores": {"ctl": cal[r["name"]]}} for r in rows]
             pos, neg = by_role(rows, cal)
             gap, dp = d_prime(pos, neg)
             res["calibrated_diff_control"] = {**separation_stats(pos, neg), "gap": gap, "d_prime": dp,
                                               "control": ctl_key, "per_arch": per_arch(scored, "ctl")}
             if cal_rows:  # the threshold fitted as the preset fits it, and whom the score alone calls stolen
-                fit = fit_threshold([control_difference(r["scores"][name], r["scores"][ctl_key]) for r in cal_rows],
-                                    cfg.threshold_alpha, cfg.threshold_rule, cfg.threshold_confidence)
+                fit = fit_threshold(list(ctl_scores(cal_rows).values()), cfg.threshold_alpha, cfg.threshold_rule, cfg.threshold_confidence)
                 res["calibrated_diff_control"].update(
                     threshold=fit["threshold"], stolen_surrogates=sum(v >= fit["threshold"] for v in pos),
                     stolen_references=sum(v >= fit["threshold"] for v in neg))
@@ -339,6 +339,9 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
 
 
 def write_markdown(dataset: str, payload: dict, path: Path) -> None:
+    def f(v):  # a score, or "–" where there is none
+        return "–" if v is None else f"{v:.3f}"
+
     lines = [f"# Separation study — {dataset}", "",
              f"Command: `{payload['command']}`", "",
              "Scores are CAEAcc of held-out testing models (8 surrogates: soft and hard labels, 4 architectures; "
@@ -355,7 +358,6 @@ def write_markdown(dataset: str, payload: dict, path: Path) -> None:
                 continue
             cal = r.get("calibrated_diff_pgd", {})
             fam = r.get("calibrated_family_null", {})
-            f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
             lines.append(f"| {name} | {r['ensemble']} ({r['ensemble_surrogates']}+{r['ensemble_references']}) | {r['size']} | "
                          f"{f(r['held_out_confer'])} | {f(r.get('roc_auc'))} | {f(r.get('margin'))} | {f(r.get('tpr_at_fpr_0'))} | "
                          f"{f(r.get('mean_surrogate'))} | {f(r.get('mean_reference'))} | {f(cal.get('roc_auc'))} | {f(cal.get('margin'))} | {f(fam.get('roc_auc'))} | {f(fam.get('margin'))} |")
@@ -367,7 +369,6 @@ def write_markdown(dataset: str, payload: dict, path: Path) -> None:
                       f"(`{next(iter(ctl.values()))['control']}`); margin per testing architecture.", "",
                       "| setting | AUC ctl | margin ctl | gap | d′ | threshold | stolen: S, R | " + " | ".join(f"margin {a}" for a in archs) + " |",
                       "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in archs) + " |"]
-            f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
             for name, c in ctl.items():
                 stolen = f"{c['stolen_surrogates']}, {c['stolen_references']}" if "threshold" in c else "–"
                 lines.append(f"| {name} | {f(c['roc_auc'])} | {f(c['margin'])} | {f(c['gap'])} | {c['d_prime']:.2f} | "
