@@ -393,7 +393,7 @@ def write_markdown(dataset: str, payload: dict, path: Path) -> None:
                 lines.append(f"| {name} | {a['seeds']} | {a['ctl_auc_mean']:.3f} | {a['ctl_auc_min']:.3f} | {a['ctl_margin_mean']:.3f} | "
                              f"{a['ctl_margin_min']:.3f} | {a['ctl_d_prime_mean']:.2f} | {a['ctl_separated']} of {a['seeds']} | {stolen} |")
             lines.append("")
-    lines.append("![held-out conferrability per epsilon](separation-" + dataset + "-eps.png)")
+    lines.append(f"![held-out conferrability per epsilon]({path.stem}-eps.png)")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -456,14 +456,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--smoke", action="store_true", help="tiny models, results under the work folder only")
+    p.add_argument("--report", default=None,
+                   help="name of the results (JSON, markdown, plot); default separation-<dataset>. A follow-up that runs fewer "
+                        "settings on more seeds names its own, so the sweep's report keeps its rows")
     args = p.parse_args(argv)
     if args.confirm is None:
         args.confirm = DEFAULT_CONFIRM[args.dataset]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(args.out or ROOT / "benchmarks" / "runs" / f"separation-{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
-    res_path = ROOT / "benchmarks" / "results" / f"separation-{args.dataset}.json"
-    md_path = ROOT / "docs" / "results" / f"separation-{args.dataset}.md"
+    report = args.report or f"separation-{args.dataset}"
+    if not report.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        p.error(f"--report {report!r}: use letters, digits, '-', '_' and '.' only (it names files)")
+    res_path = ROOT / "benchmarks" / "results" / f"{report}.json"
+    md_path = ROOT / "docs" / "results" / f"{report}.md"
     if args.smoke:
         res_path, md_path = out / "smoke.json", out / "smoke.md"
     res_path.parent.mkdir(parents=True, exist_ok=True)
@@ -478,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             payload["across_seeds"] = across_seeds(runs)
         atomic_write_text(res_path, json.dumps(payload, indent=2))
         write_markdown(args.dataset, payload, md_path)
-        plot_eps(runs[0], md_path.with_name(f"separation-{args.dataset}-eps.png"), args.dataset)
+        plot_eps(runs[0], md_path.with_name(f"{md_path.stem}-eps.png"), args.dataset)
     return 0
 
 
