@@ -462,12 +462,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.confirm is None:
         args.confirm = DEFAULT_CONFIRM[args.dataset]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    out = Path(args.out or ROOT / "benchmarks" / "runs" / f"separation-{args.dataset}")
-    out.mkdir(parents=True, exist_ok=True)
     report = args.report or f"separation-{args.dataset}"
     if not report.replace("-", "").replace("_", "").replace(".", "").isalnum():
         p.error(f"--report {report!r}: use letters, digits, '-', '_' and '.' only (it names files)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    out = Path(args.out or ROOT / "benchmarks" / "runs" / f"separation-{args.dataset}")
+    out.mkdir(parents=True, exist_ok=True)
     res_path = ROOT / "benchmarks" / "results" / f"{report}.json"
     md_path = ROOT / "docs" / "results" / f"{report}.md"
     if args.smoke:

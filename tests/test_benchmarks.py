@@ -75,6 +75,18 @@ def test_separation_sweeps_change_one_lever_at_a_time_from_their_presets():
     assert [n for n, _, _ in settings(False, ["cem-base"], "fashion-mnist")] == ["pgd", "cem-base"]
 
 
+def test_separation_report_name_must_be_a_plain_file_name(tmp_path, capsys):
+    """--report names the follow-up's JSON, markdown and plot; a path or odd name is refused before any work."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from separation import main
+
+    for bad in ("../x", "a/b", "a b"):
+        with pytest.raises(SystemExit) as e:
+            main(["--report", bad, "--out", str(tmp_path / "work"), "--smoke"])
+        assert e.value.code == 2 and "--report" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing was trained or written
+
+
 def test_separation_cifar_sweep_changes_one_lever_at_a_time_and_reuses_only_what_exists(tmp_path):
     """CIFAR-10's sweep changes one lever of the `cifar10-cpu-hour` preset's CEM at a time, the plot's points are
     settings, and the runs of other benchmarks are brought in by the names their settings have (a missing or
