@@ -13,7 +13,8 @@ architecture, mean held-out conferrability, and the same for calibrated scores t
 suspect's labels (see `calibrated_scores`). Seeds other than the first run only the settings named
 in --confirm (the candidates for the defaults). Writes
 benchmarks/results/separation-<dataset>.json, docs/results/separation-<dataset>.md and a plot of
-held-out conferrability per ε (the paper's Figure 3a).
+held-out conferrability per ε (the paper's Figure 3a); --report NAME writes NAME.json, NAME.md and NAME-eps.png
+instead (a follow-up on more seeds, e.g. separation-fashion-mnist-eps0.025, summary §27).
 
 Each dataset's sweep is its preset's CEM with one lever changed at a time, every setting also scored as the preset
 scores, CAEAcc minus CAEAcc on the study's control set (``ctl``):
