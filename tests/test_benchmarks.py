@@ -513,3 +513,43 @@ def test_cifar_eps_varies_only_the_budgets_of_the_preset_it_is_given():
         same = replace(cfg, preset=base.preset, cem=base.cem, pgd=base.pgd, control=base.control)
         assert same == base  # the models (source, training, testing, calibration) are the preset's own
     assert config_for(0.02, "cifar10-cpu-hour").source_arch == "cnn32"
+
+
+def test_testing_epochs_scales_only_the_testing_groups_and_names_them_apart():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from testing_epochs import factor_of, scaled, study_config
+
+    from conferprint.experiments.quickstart import DEFAULT
+
+    cfg = study_config(2, smoke=False)
+    n = len(DEFAULT.testing)
+    assert cfg.testing[:n] == DEFAULT.testing and cfg.training == DEFAULT.training and cfg.cem == DEFAULT.cem
+    assert cfg.calibration == ()  # no threshold is fitted: the calibration references are not retrained
+    assert [g.epochs for g in cfg.testing[n:]] == [2 * g.epochs for g in DEFAULT.testing]
+    assert [(g.arch, g.role, g.labels, g.count) for g in cfg.testing[n:]] == [(g.arch, g.role, g.labels, g.count) for g in DEFAULT.testing]
+    assert factor_of("test-surrogate-cnn_small-soft-x3-0") == 3 and factor_of("test-surrogate-cnn_small-soft-0") == 1
+    assert factor_of("test-reference-mlp-ground_truth-1") == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        scaled(DEFAULT.testing, 1)
+
+
+def test_testing_epochs_smoke_scores_both_sets_of_testing_models(tmp_path):
+    if not FMNIST_DIR.is_dir():
+        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    out = tmp_path / "te"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "testing_epochs.py"), "--smoke", "--seeds", "0",
+                           "--out", str(out), "--data-dir", str(FMNIST_DIR)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((out / "smoke.json").read_text())["runs"][0]
+    by_factor = {f: [m for m in run["models"] if m["factor"] == f] for f in (1, 2)}
+    assert [len(v) for v in by_factor.values()] == [6, 6]
+    epochs = {f: sorted((m["arch"], m["role"], m["epochs"]) for m in v) for f, v in by_factor.items()}
+    assert [(a, r, 2 * e) for a, r, e in epochs[1]] == epochs[2]
+    for f in ("1", "2"):
+        s = run["sets"][f]
+        assert s["min_surrogate"] - s["max_reference"] == pytest.approx(s["margin"], abs=1e-6)
+        assert all(0.0 <= m["fidelity"] <= 1.0 for m in by_factor[int(f)])
+    assert "## Factor 2" in (out / "smoke.md").read_text()
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "testing_epochs.py"), "--seeds", "0", "--factor", "1",
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--factor" in bad.stderr and not (tmp_path / "bad").exists()
