@@ -168,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--smoke", action="store_true", help="the tiny preset, results under the work folder only")
     args = p.parse_args(argv)
-    if args.factor < 2:
-        p.error("--factor must be at least 2")
+    try:  # the bound lives in `scaled`; refused here, before any folder is made
+        study_config(args.factor, args.smoke)
+    except ValueError as e:
+        p.error(f"--factor {args.factor}: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.out or ROOT / "benchmarks" / "runs" / "testing-epochs")
     work.mkdir(parents=True, exist_ok=True)
