@@ -72,7 +72,7 @@ def pools_of(folder: Path, seed: int, study, fp) -> dict[str, dict[str, np.ndarr
             continue
         c = optimise_pool(models, replace(cem, candidates=pool), seed)
         path.parent.mkdir(exist_ok=True)
-        save_arrays(path, {k: c[k] for k in ("t", "keep", "hard", "agree", "seconds", "candidates")})
+        save_arrays(path, {k: c[k] for k in ("y", "t", "keep", "hard", "p_surr", "p_ref", "agree", "seconds", "candidates")})
         out[pool] = c
     # the study's fingerprint is the first half of each pool's ranking: the replay must give it back
     n_err = cem.n_errors

@@ -553,3 +553,65 @@ def test_testing_epochs_smoke_scores_both_sets_of_testing_models(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "testing_epochs.py"), "--seeds", "0", "--factor", "1",
                           "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--factor" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_pool_control_picks_eligible_candidates_in_the_fingerprints_split():
+    """pool_control's controls: adversarial candidates outside the fingerprint only, the fingerprint's 3 : 1 split,
+    ``pool-transfer`` by the training references' mean probability, ``pool-random`` reproducible by seed."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    from pool_control import control_split, eligible, pool_controls, within_group_corr
+
+    assert control_split(500, 0.75) == {"correct": 125, "errors": 375}
+    assert control_split(100, 0.29) == {"correct": 71, "errors": 29}  # rounded as CEM.n_errors rounds
+    rng = np.random.default_rng(0)
+
+    def pool(n):
+        y = rng.integers(0, 10, n)
+        t = np.where(rng.random(n) < 0.8, (y + 1) % 10, y)  # a fifth not adversarial
+        return {"y": y, "t": t, "p_ref": rng.random((16, n)).astype(np.float16)}
+
+    pools = {"correct": pool(300), "errors": pool(600)}
+    fp_idx = {"correct": np.flatnonzero(pools["correct"]["t"] != pools["correct"]["y"])[:25],
+              "errors": np.flatnonzero(pools["errors"]["t"] != pools["errors"]["y"])[:75]}
+    ok = eligible(pools["errors"], fp_idx["errors"])
+    assert not set(ok) & set(fp_idx["errors"]) and (pools["errors"]["t"][ok] != pools["errors"]["y"][ok]).all()
+    split = control_split(200, 0.75)
+    a, b = pool_controls(pools, fp_idx, split, seed=3), pool_controls(pools, fp_idx, split, seed=3)
+    for name in ("pool-random", "pool-transfer"):
+        for p, n in split.items():
+            idx = a[name][p]
+            assert len(idx) == n == len(set(idx)) and set(idx) <= set(eligible(pools[p], fp_idx[p]))
+            assert np.array_equal(idx, b[name][p])
+    mean_ref = pools["errors"]["p_ref"].astype(np.float64).mean(0)
+    rest = np.setdiff1d(ok, a["pool-transfer"]["errors"])
+    assert mean_ref[a["pool-transfer"]["errors"]].min() >= mean_ref[rest].max()
+    assert not np.array_equal(pool_controls(pools, fp_idx, split, seed=4)["pool-random"]["errors"], a["pool-random"]["errors"])
+    with pytest.raises(SystemExit, match="fewer than"):
+        pool_controls(pools, fp_idx, control_split(2000, 0.75), seed=0)
+    is_surr = np.array([True] * 4 + [False] * 4)
+    f = np.arange(8.0)
+    assert within_group_corr(f, 2 * f + 1, is_surr) == pytest.approx(1.0)
+    assert within_group_corr(f, -f, is_surr) == pytest.approx(-1.0)
+
+
+def test_pool_control_smoke_scores_every_control(tmp_path):
+    if not FMNIST_DIR.is_dir():
+        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    out = tmp_path / "pc"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pool_control.py"), "--smoke", "--seeds", "0",
+                           "--out", str(out), "--data-dir", str(FMNIST_DIR)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "smoke.json").read_text())
+    run = res["runs"][0]
+    assert set(run["settings"]) == {"study", "pool-random", "pool-transfer", "pool-random + study", "pool-transfer + study"}
+    surr = ["surrogate" in m for m in run["models"]]
+    for s in run["settings"].values():
+        pos = [v for v, is_s in zip(s["scores"], surr) if is_s]
+        neg = [v for v, is_s in zip(s["scores"], surr) if not is_s]
+        assert 0.0 <= s["roc_auc"] <= 1.0 and min(pos) - max(neg) == pytest.approx(s["margin"], abs=1e-6)
+    # the combined control is the mean of its two parts, so its references' mean control is too
+    st, pr, both = (run["settings"][k]["control_mean_references"] for k in ("study", "pool-random", "pool-random + study"))
+    assert both == pytest.approx((st + pr) / 2)
+    assert res["totals"]["study"]["draws"] == 1 and "candidate" in res["totals"]["pool-transfer"]
+    assert "| pool-transfer + study |" in (out / "smoke.md").read_text()
