@@ -120,6 +120,9 @@ def run_seed(seed: int, work: Path, data_dir, progress: bool = False, smoke: boo
     folder.mkdir(parents=True, exist_ok=True)
     pools = pools_of(folder, seed, study, fp)  # testing models' then calibration references' answers per candidate
     replay_seconds = time.perf_counter() - t0
+    for pool in POOLS:  # a cache written before mix_share kept the labels and the members' probabilities
+        if not {"y", "p_ref"} <= set(pools[pool]):
+            raise SystemExit(f"{folder / 'mix-share' / (pool + '.npz')}: an older cache without 'y' and 'p_ref'; delete it to replay")
     cem = cfg.cem
     fp_idx = {"correct": top(pools["correct"], cem.size - cem.n_errors), "errors": top(pools["errors"], cem.n_errors)}
     size = CONTROL_SIZE if not smoke else 40
@@ -152,7 +155,7 @@ def run_seed(seed: int, work: Path, data_dir, progress: bool = False, smoke: boo
             "fingerprint_cae": [float(v) for v in f[:n]],
             "eligible": {p: int(len(eligible(pools[p], fp_idx[p]))) for p in POOLS},
             "control_power_pool": {k: float(ctl[k][:n][is_surr].mean() - ctl[k][:n][~is_surr].mean()) for k in ctl},
-            "replay_seconds": replay_seconds,
+            "replay_seconds": replay_seconds,  # this run's: the optimisation, or only reloading the cached pools
             "optimise_seconds": {p: float(pools[p]["seconds"]) for p in POOLS}}
 
 
@@ -235,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         res_path, md_path = work / "smoke.json", work / "smoke.md"
     payload = open_log(res_path, "python benchmarks/pool_control.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    order = {s: i for i, s in enumerate(args.seeds)}
+    # the draws stay in the order they were first run in, so that a rerun of a few keeps the report's order
+    order = [r["seed"] for r in payload["runs"]]
+    order += [s for s in args.seeds if s not in order]
     for seed in args.seeds:
-        put_run(payload, run_seed(seed, work, args.data_dir, args.progress, args.smoke),
-                key=lambda r: order.get(r["seed"], len(order) + r["seed"]))
+        put_run(payload, run_seed(seed, work, args.data_dir, args.progress, args.smoke), key=lambda r: order.index(r["seed"]))
         payload["totals"] = totals(payload["runs"])
         atomic_write_text(res_path, json.dumps(payload, indent=2))
         write_markdown(payload, md_path)
