@@ -179,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         res_path, md_path = work / "smoke.json", work / "smoke.md"
     payload = open_log(res_path, "python benchmarks/testing_epochs.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    order = {s: i for i, s in enumerate(args.seeds)}
+    # the draws stay in the order they were first run in, so that a rerun of a few keeps the report's order
+    order = list(dict.fromkeys(r["seed"] for r in payload["runs"]))
+    order += [s for s in args.seeds if s not in order]
     for seed in args.seeds:
         put_run(payload, run_seed(seed, args.factor, work, args.data_dir, args.progress, args.smoke),
-                key=lambda r: (r["factor"], order.get(r["seed"], len(order) + r["seed"])))
+                key=lambda r: (r["factor"], order.index(r["seed"])))
         atomic_write_text(res_path, json.dumps(payload, indent=2))
         write_markdown(payload, md_path)
     return 0
