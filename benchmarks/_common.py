@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import sys
 from pathlib import Path
@@ -79,6 +80,50 @@ def run_studies(argv: list[str] | None, *, script: str, stem: str, description: 
             extra(payload)
         atomic_write_text(out, json.dumps(payload, indent=2))
         write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
+    return 0
+
+
+def run_draws(argv: list[str] | None, *, script: str, stem: str, description: str, work_name: str, run_draw, write_md,
+              options=None, check=None, group=None, extra=None) -> int:
+    """The command line of the benchmarks built on `separation.py`'s draws: ``--seeds``, ``--data-dir``, ``--out``
+    (work folder, default ``benchmarks/runs/<work_name>``), ``--progress``, ``--smoke`` (the tiny preset, results
+    under the work folder only), and what ``options(parser)`` adds. ``check(args)`` may refuse the arguments with a
+    ValueError, before any folder is made. Each draw's ``run_draw(seed, args, work)`` row is put into
+    ``benchmarks/results/<stem>.json`` (earlier rows and commands kept; rows sorted by ``group(row)``, then by the
+    order their draws were first run in, so a rerun of a few keeps the report's order), ``extra(payload)`` is
+    applied, and ``write_md`` renders ``docs/results/<stem>.md`` after every draw."""
+    from ensemble_families import open_log, put_run  # it imports this module
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    if options is not None:
+        options(p)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, help=f"work folder; default benchmarks/runs/{work_name}")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="the tiny preset, results under the work folder only")
+    args = p.parse_args(argv)
+    if check is not None:
+        try:
+            check(args)
+        except ValueError as e:
+            p.error(str(e))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = Path(args.out or ROOT / "benchmarks" / "runs" / work_name)
+    work.mkdir(parents=True, exist_ok=True)
+    res_path, md_path = ROOT / "benchmarks" / "results" / f"{stem}.json", ROOT / "docs" / "results" / f"{stem}.md"
+    if args.smoke:
+        res_path, md_path = work / "smoke.json", work / "smoke.md"
+    payload = open_log(res_path, f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv))
+    order = list(dict.fromkeys(r["seed"] for r in payload["runs"]))
+    order += [s for s in args.seeds if s not in order]
+    for seed in args.seeds:
+        put_run(payload, run_draw(seed, args, work),
+                key=lambda r: (*(group(r) if group is not None else ()), order.index(r["seed"])))
+        if extra is not None:
+            extra(payload)
+        atomic_write_text(res_path, json.dumps(payload, indent=2))
+        write_md(payload, md_path)
     return 0
 
 

@@ -30,8 +30,6 @@ draw (rows of earlier commands kept); the replayed pools are cached in the work 
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 import time
@@ -43,7 +41,7 @@ import numpy as np
 from conferprint._io import atomic_write_text
 from conferprint.experiments.quickstart import DEFAULT, TINY, QuickstartConfig, _make_fingerprint, _references, prepare_study
 
-from _common import ROOT  # run as a script: its folder is on sys.path
+from _common import run_draws  # run as a script: its folder is on sys.path
 from candidate_signals import agreement  # (models, examples): 1 where a model gives the key
 from mix_share import POOLS, evaluate, pools_of, top  # the replayed pools and the quickstart's scoring
 
@@ -101,15 +99,11 @@ def within_group_corr(f: np.ndarray, c: np.ndarray, is_surr: np.ndarray) -> floa
 
 
 def run_seed(seed: int, work: Path, data_dir, progress: bool = False, smoke: bool = False) -> dict:
-    from separation import link_reused  # the zoo and fingerprints of separation.py's draw, hard-linked
+    from separation import link_draw  # the zoo and fingerprints of separation.py's draw, hard-linked
 
     cfg = study_config(smoke)
     if not smoke:
-        sep = ROOT / "benchmarks" / "runs" / "separation-fashion-mnist"
-        found = {"zoo": sep / f"zoo-seed{seed}", "cem-pool": sep / f"fp-seed{seed}-cem-pool", "control": sep / f"fp-seed{seed}-control"}
-        if not (found["zoo"] / "source.json").exists():
-            raise SystemExit(f"seed {seed}: no draw of separation.py in {sep} (run `python benchmarks/separation.py --seeds {seed}` first)")
-        link_reused(found, work, seed)
+        link_draw(seed, work)
     study = prepare_study(cfg, work / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
     fp, _ = _make_fingerprint(cfg.cem, f"fp-seed{seed}-cem-pool", work, study.source, study.training_role("surrogate"),
                               study.training_role("reference"), study.x1, study.y1, seed, study.data.num_classes, progress)
@@ -222,32 +216,12 @@ def write_markdown(payload: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ensemble_families import open_log, put_run
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", required=True)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None, help="work folder; default benchmarks/runs/pool-control")
-    p.add_argument("--progress", action="store_true")
-    p.add_argument("--smoke", action="store_true", help="the tiny preset, results under the work folder only")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    work = Path(args.out or ROOT / "benchmarks" / "runs" / "pool-control")
-    work.mkdir(parents=True, exist_ok=True)
-    res_path, md_path = ROOT / "benchmarks" / "results" / f"{STEM}.json", ROOT / "docs" / "results" / f"{STEM}.md"
-    if args.smoke:
-        res_path, md_path = work / "smoke.json", work / "smoke.md"
-    payload = open_log(res_path, "python benchmarks/pool_control.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    # the draws stay in the order they were first run in, so that a rerun of a few keeps the report's order
-    order = [r["seed"] for r in payload["runs"]]
-    order += [s for s in args.seeds if s not in order]
-    for seed in args.seeds:
-        put_run(payload, run_seed(seed, work, args.data_dir, args.progress, args.smoke), key=lambda r: order.index(r["seed"]))
+    def extra(payload: dict) -> None:
         payload["totals"] = totals(payload["runs"])
-        atomic_write_text(res_path, json.dumps(payload, indent=2))
-        write_markdown(payload, md_path)
-    return 0
 
+    return run_draws(argv, script="pool_control.py", stem=STEM, description=__doc__.split("\n\n")[0], work_name="pool-control",
+                     run_draw=lambda seed, args, work: run_seed(seed, work, args.data_dir, args.progress, args.smoke),
+                     write_md=write_markdown, extra=extra)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -252,6 +252,16 @@ def link_reused(found: dict[str, Path], out: Path, seed: int) -> list[str]:
     return brought
 
 
+def link_draw(seed: int, out: Path) -> None:
+    """Bring this sweep's Fashion-MNIST draw ``seed`` (its zoo, the default's fingerprint and its control set) into
+    another benchmark's work folder ``out`` (`link_reused`), for the benchmarks that build on the draws."""
+    sep = ROOT / "benchmarks" / "runs" / "separation-fashion-mnist"
+    found = {"zoo": sep / f"zoo-seed{seed}", "cem-pool": sep / f"fp-seed{seed}-cem-pool", "control": sep / f"fp-seed{seed}-control"}
+    if not (found["zoo"] / "source.json").exists():
+        raise SystemExit(f"seed {seed}: no draw of separation.py in {sep} (run `python benchmarks/separation.py --seeds {seed}` first)")
+    link_reused(found, out, seed)
+
+
 def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm: list[str], progress: bool,
              smoke: bool = False) -> dict:
     cfg = study_config(dataset, smoke)

@@ -17,7 +17,6 @@ every draw (rows of earlier commands kept); the models are in the zoo, so an int
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -33,7 +32,7 @@ from conferprint.experiments.zoo_builder import Group
 from conferprint.training import predict_labels
 from conferprint.verify import separation_stats
 
-from _common import ROOT, d_prime, separated  # run as a script: its folder is on sys.path
+from _common import d_prime, run_draws, separated  # run as a script: its folder is on sys.path
 
 log = logging.getLogger("testing_epochs")
 STEM = "testing-epochs-fashion-mnist"
@@ -76,15 +75,11 @@ def score_set(rows: list[dict]) -> dict:
 
 
 def run_seed(seed: int, factor: int, work: Path, data_dir, progress: bool = False, smoke: bool = False) -> dict:
-    from separation import link_reused  # the zoo and fingerprints of separation.py's draw, hard-linked
+    from separation import link_draw  # the zoo and fingerprints of separation.py's draw, hard-linked
 
     cfg = study_config(factor, smoke)
     if not smoke:
-        sep = ROOT / "benchmarks" / "runs" / "separation-fashion-mnist"
-        found = {"zoo": sep / f"zoo-seed{seed}", "cem-pool": sep / f"fp-seed{seed}-cem-pool", "control": sep / f"fp-seed{seed}-control"}
-        if not (found["zoo"] / "source.json").exists():
-            raise SystemExit(f"seed {seed}: no draw of separation.py in {sep} (run `python benchmarks/separation.py --seeds {seed}` first)")
-        link_reused(found, work, seed)
+        link_draw(seed, work)
     t0 = time.perf_counter()
     study = prepare_study(cfg, work / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
     seconds = time.perf_counter() - t0
@@ -154,41 +149,22 @@ def write_markdown(payload: dict, path: Path) -> None:
                   f"{factor}; mean d′ {t['1']['d_prime_mean']:.2f} against {t[str(factor)]['d_prime_mean']:.2f} (change "
                   f"{ch['mean']:+.2f}{se}, up on {ch['up']}); mean gap {t['1']['gap_mean']:.3f} against "
                   f"{t[str(factor)]['gap_mean']:.3f}.", ""]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ensemble_families import open_log, put_run
+    def options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--factor", type=int, default=2, help="the testing models' epochs times this (at least 2)")
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", required=True)
-    p.add_argument("--factor", type=int, default=2, help="the testing models' epochs times this (at least 2)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--out", default=None, help="work folder; default benchmarks/runs/testing-epochs")
-    p.add_argument("--progress", action="store_true")
-    p.add_argument("--smoke", action="store_true", help="the tiny preset, results under the work folder only")
-    args = p.parse_args(argv)
-    try:  # the bound lives in `scaled`; refused here, before any folder is made
-        study_config(args.factor, args.smoke)
-    except ValueError as e:
-        p.error(f"--factor {args.factor}: {e}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    work = Path(args.out or ROOT / "benchmarks" / "runs" / "testing-epochs")
-    work.mkdir(parents=True, exist_ok=True)
-    res_path, md_path = ROOT / "benchmarks" / "results" / f"{STEM}.json", ROOT / "docs" / "results" / f"{STEM}.md"
-    if args.smoke:
-        res_path, md_path = work / "smoke.json", work / "smoke.md"
-    payload = open_log(res_path, "python benchmarks/testing_epochs.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    # the draws stay in the order they were first run in, so that a rerun of a few keeps the report's order
-    order = list(dict.fromkeys(r["seed"] for r in payload["runs"]))
-    order += [s for s in args.seeds if s not in order]
-    for seed in args.seeds:
-        put_run(payload, run_seed(seed, args.factor, work, args.data_dir, args.progress, args.smoke),
-                key=lambda r: (r["factor"], order.index(r["seed"])))
-        atomic_write_text(res_path, json.dumps(payload, indent=2))
-        write_markdown(payload, md_path)
-    return 0
+    def check(args: argparse.Namespace) -> None:  # the bound lives in `scaled`; refused before any folder is made
+        try:
+            study_config(args.factor, args.smoke)
+        except ValueError as e:
+            raise ValueError(f"--factor {args.factor}: {e}") from None
 
+    return run_draws(argv, script="testing_epochs.py", stem=STEM, description=__doc__.split("\n\n")[0], work_name="testing-epochs",
+                     run_draw=lambda seed, args, work: run_seed(seed, args.factor, work, args.data_dir, args.progress, args.smoke),
+                     write_md=write_markdown, options=options, check=check, group=lambda r: (r["factor"],))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,15 +12,20 @@ from conftest import FMNIST_DIR, ROOT
 import pytest
 
 
-def test_separation_benchmark_smoke_runs_every_setting(tmp_path):
+def smoke_run(script: str, out) -> dict:
+    """``benchmarks/<script> --smoke --seeds 0`` run as its users run it (a subprocess) into ``out``; its smoke.json.
+    Skips where Fashion-MNIST is not installed."""
     if not FMNIST_DIR.is_dir():
         pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
-    out = tmp_path / "sep"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "separation.py"), "--smoke", "--seeds", "0",
-                           "--out", str(out), "--data-dir", str(FMNIST_DIR)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--seeds", "0",
+                           "--out", str(out), "--data-dir", str(FMNIST_DIR)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((out / "smoke.json").read_text())
+    return json.loads((out / "smoke.json").read_text())
+
+
+def test_separation_benchmark_smoke_runs_every_setting(tmp_path):
+    out = tmp_path / "sep"
+    res = smoke_run("separation.py", out)
     settings = res["runs"][0]["settings"]
     # the baseline, the default's CEM and its levers are all there
     assert {"pgd", "cem-pool", "cem-pool-correct", "cem-pool-errors", "cem-source-arch", "cem-base", "pgd-eps0.1"} <= set(settings)
@@ -534,13 +539,8 @@ def test_testing_epochs_scales_only_the_testing_groups_and_names_them_apart():
 
 
 def test_testing_epochs_smoke_scores_both_sets_of_testing_models(tmp_path):
-    if not FMNIST_DIR.is_dir():
-        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
     out = tmp_path / "te"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "testing_epochs.py"), "--smoke", "--seeds", "0",
-                           "--out", str(out), "--data-dir", str(FMNIST_DIR)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = json.loads((out / "smoke.json").read_text())["runs"][0]
+    run = smoke_run("testing_epochs.py", out)["runs"][0]
     by_factor = {f: [m for m in run["models"] if m["factor"] == f] for f in (1, 2)}
     assert [len(v) for v in by_factor.values()] == [6, 6]
     epochs = {f: sorted((m["arch"], m["role"], m["epochs"]) for m in v) for f, v in by_factor.items()}
@@ -596,13 +596,8 @@ def test_pool_control_picks_eligible_candidates_in_the_fingerprints_split():
 
 
 def test_pool_control_smoke_scores_every_control(tmp_path):
-    if not FMNIST_DIR.is_dir():
-        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
     out = tmp_path / "pc"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pool_control.py"), "--smoke", "--seeds", "0",
-                           "--out", str(out), "--data-dir", str(FMNIST_DIR)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((out / "smoke.json").read_text())
+    res = smoke_run("pool_control.py", out)
     run = res["runs"][0]
     assert set(run["settings"]) == {"study", "pool-random", "pool-transfer", "pool-random + study", "pool-transfer + study"}
     surr = ["surrogate" in m for m in run["models"]]
