@@ -153,13 +153,13 @@ def run_seed(seed: int, work: Path, data_dir, progress: bool = False, smoke: boo
             "optimise_seconds": {p: float(pools[p]["seconds"]) for p in POOLS}}
 
 
-def totals(runs: list[dict]) -> dict:
-    """Per control, over the draws: goal met, mean d′ and gap, verdicts, and the paired change of d′ against the
-    study's control."""
+def totals(runs: list[dict], names: tuple[str, ...] = CONTROLS) -> dict:
+    """Per control of ``names`` (the first is the baseline), over the draws: goal met, mean d′ and gap, verdicts,
+    and the paired change of d′ against the baseline."""
     out = {}
-    for name in CONTROLS:
+    for name in names:
         s = [r["settings"][name] for r in runs]
-        dd = [r["settings"][name]["d_prime"] - r["settings"]["study"]["d_prime"] for r in runs]
+        dd = [r["settings"][name]["d_prime"] - r["settings"][names[0]]["d_prime"] for r in runs]
         out[name] = {"draws": len(s), "met": sum(bool(x["roc_auc"] >= 0.95 and x["margin"] > 0) for x in s),
                      "d_prime_mean": float(np.mean([x["d_prime"] for x in s])), "gap_mean": float(np.mean([x["gap"] for x in s])),
                      "surrogates_stolen": sum(x["surrogates_stolen"] for x in s),
@@ -168,6 +168,12 @@ def totals(runs: list[dict]) -> dict:
                      "d_prime_change": float(np.mean(dd)),
                      "d_prime_change_se": float(np.std(dd, ddof=1) / np.sqrt(len(dd))) if len(dd) > 1 else None,
                      "up": sum(d > 0 for d in dd)}
+    return out
+
+
+def candidates(runs: list[dict]) -> dict:
+    """:func:`totals` with §29's rule per pool control."""
+    out = totals(runs)
     base = out["study"]
     for name in CONTROLS[1:]:  # §29's rule: more draws met and no more references called stolen
         t = out[name]
@@ -195,7 +201,7 @@ def write_markdown(payload: dict, path: Path) -> None:
                          f"({s['surrogates_stolen']}, {s['references_stolen']}){met}")
         lines.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
     if runs:
-        t = totals(runs)
+        t = candidates(runs)
         lines += ["", f"Over {len(runs)} draws:", "",
                   "| control | goal met | mean d′ | d′ change against `study` (± se, up on) | mean gap | stolen: surrogates, "
                   "references | corr. with the fingerprint's CAEAcc within a role | candidate by §29's rule |",
@@ -217,7 +223,7 @@ def write_markdown(payload: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     def extra(payload: dict) -> None:
-        payload["totals"] = totals(payload["runs"])
+        payload["totals"] = candidates(payload["runs"])
 
     return run_draws(argv, script="pool_control.py", stem=STEM, description=__doc__.split("\n\n")[0], work_name="pool-control",
                      run_draw=lambda seed, args, work: run_seed(seed, work, args.data_dir, args.progress, args.smoke),
