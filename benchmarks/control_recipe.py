@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import _make_fingerprint, prepare_study
+from conferprint.experiments.quickstart import DEFAULT, _make_fingerprint, prepare_study
 from conferprint.fingerprint import PGD
 
 from _common import run_draws  # run as a script: its folder is on sys.path
@@ -52,6 +52,8 @@ VARIANTS = {  # name: the knobs changed from the study's control recipe
     "unbalanced, steps 10": {"balance": False, "steps": 10},
 }
 NAMES = ("study", *VARIANTS)
+# The study's control, as the draws made it: the default's recipe until §30 chose 50 steps
+STUDY_CONTROL = replace(DEFAULT.control, steps=100)
 D_PRIME_TOLERANCE = 0.10  # §30's rule: a variant may lose at most this much mean d′ against the study's control
 
 
@@ -77,7 +79,7 @@ def run_seed(seed: int, work: Path, data_dir, progress: bool = False, smoke: boo
                                                   study.data.num_classes, progress)[0]
     fp, _ = _make_fingerprint(cfg.cem, f"fp-seed{seed}-cem-pool", work, study.source, study.training_role("surrogate"),
                               study.training_role("reference"), study.x1, study.y1, seed, study.data.num_classes, progress)
-    base = cfg.control or cfg.pgd
+    base = cfg.pgd if smoke else STUDY_CONTROL
     controls = {"study": make(base, f"fp-seed{seed}-control")}
     for name, method in recipes(base).items():
         controls[name] = make(method, f"fp-seed{seed}-control-{name.replace(', ', '-').replace(' ', '')}")

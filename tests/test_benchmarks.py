@@ -610,3 +610,55 @@ def test_pool_control_smoke_scores_every_control(tmp_path):
     assert both == pytest.approx((st + pr) / 2)
     assert res["totals"]["study"]["draws"] == 1 and "candidate" in res["totals"]["pool-transfer"]
     assert "| pool-transfer + study |" in (out / "smoke.md").read_text()
+
+
+def test_control_recipe_variants_change_one_knob_and_the_rule_picks_the_cheapest_eligible():
+    """control_recipe's variants differ from the study's recipe only in their named knobs; §30's rule keeps a variant
+    only with no fewer draws met, no more references called stolen and at most 0.10 less mean d′, then the cheapest."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dataclasses import asdict
+
+    from conferprint.experiments.quickstart import DEFAULT
+    from control_recipe import NAMES, STUDY_CONTROL, decide, recipes
+
+    base = STUDY_CONTROL
+    assert base.steps == 100 and DEFAULT.control == recipes(base)["steps 50"]  # the recipe §30 chose is the default's
+    made = recipes(base)
+    assert made["replay"] == base
+    for name, pgd in made.items():
+        changed = {k for k, v in asdict(pgd).items() if v != asdict(base)[k]}
+        assert changed == ({"steps"} if name.startswith("steps") else
+                           {"balance"} if name == "unbalanced" else {"balance", "steps"} if "unbalanced" in name else set())
+
+    def row(met, d, refs, secs):  # one draw's scores for one control
+        return {"roc_auc": 1.0 if met else 0.9, "margin": 0.01 if met else -0.01, "d_prime": d, "gap": 0.1,
+                "surrogates_stolen": 5, "references_stolen": refs, "corr_with_fingerprint": 0.9, "seconds": secs}
+
+    study = [(True, 3.0, 0, 30.0), (False, 2.0, 1, 30.0)]
+    per = {"study": study, "replay": study,
+           "steps 50": [(True, 3.0, 0, 15.0), (False, 1.95, 1, 15.0)],  # eligible: d′ −0.025
+           "steps 25": [(True, 3.0, 0, 8.0), (False, 2.0, 2, 8.0)],  # one more reference stolen
+           "steps 10": [(False, 3.5, 0, 3.0), (False, 2.5, 0, 3.0)],  # fewer draws met
+           "unbalanced": [(True, 2.95, 0, 5.0), (False, 1.95, 0, 5.0)],  # eligible: d′ −0.05, and cheaper
+           "unbalanced, steps 25": [(True, 2.8, 0, 1.0), (False, 1.9, 0, 1.0)],  # d′ −0.15
+           "unbalanced, steps 10": [(True, 3.0, 0, 0.5), (False, 1.0, 0, 0.5)]}  # d′ −0.5
+    assert set(per) == set(NAMES)
+    runs = [{"seed": i, "settings": {k: row(*v[i]) for k, v in per.items()}} for i in range(2)]
+    t = decide(runs)
+    assert [k for k in NAMES[2:] if t[k]["eligible"]] == ["steps 50", "unbalanced"]
+    assert t["chosen"] == "unbalanced" and t["unbalanced"]["seconds_mean"] == 5.0
+    runs[0]["settings"]["unbalanced"]["margin"] = -0.01  # one draw fewer met: no longer eligible
+    assert decide(runs)["chosen"] == "steps 50"
+
+
+def test_control_recipe_smoke_replays_the_study_control_and_scores_every_variant(tmp_path):
+    out = tmp_path / "cr"
+    res = smoke_run("control_recipe.py", out)
+    run = res["runs"][0]
+    assert list(run["settings"]) == ["study", "replay", "steps 50", "steps 25", "steps 10", "unbalanced",
+                                     "unbalanced, steps 25", "unbalanced, steps 10"]
+    # the replay gave back the study's control (checked example for example), so it scores identically
+    assert run["settings"]["replay"]["scores"] == run["settings"]["study"]["scores"]
+    for s in run["settings"].values():
+        assert s["size"] == 20 and sum(s["keys_per_class"]) == 20 and s["seconds"] >= 0
+    assert "Chosen by §30's rule" in (out / "smoke.md").read_text()
