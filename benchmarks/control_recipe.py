@@ -4,8 +4,8 @@
 
 The quickstart scores a suspect by CAEAcc on the fingerprint minus CAEAcc on a control set: 500 untargeted PGD
 examples at ε 0.1 on the source, 100 signed steps of 0.01 (the C-IGM paper's), balanced over the source's
-adversarial labels (50 each). Making it costs 19–41 s of the quickstart on this CPU, because a rare adversarial label
-needs 2,000–4,096 candidates before it has its 50, and every candidate gets all 100 steps although nearly all of them
+adversarial labels (50 each). Making it cost 17–41 s of the quickstart on this CPU (the fifteen draws' stored costs),
+because a rare adversarial label needs 1,536–4,096 candidates before it has its 50, and every candidate gets all 100 steps although nearly all of them
 fool the source long before. This benchmark measures what fewer steps and no balance cost in separation.
 
 For each draw of the default study already in `separation.py`'s work folder (zoo, fingerprint and control hard-linked;
@@ -22,7 +22,8 @@ Each is scored as the quickstart scores (CAEAcc − CAEAcc on the control) on th
 threshold refitted on the draw's 12 calibration references. The rule that decides is in §30, committed before any
 variant was scored. Writes benchmarks/results/control-recipe-fashion-mnist.json and
 docs/results/control-recipe-fashion-mnist.md after every draw (rows of earlier commands kept); the variants'
-control sets are cached in the work folder, so a rerun only rescores.
+control sets are cached in the work folder, so a rerun only rescores. §30 chose ``steps 50``, now the default's control;
+this benchmark's baseline stays the 100-step recipe the draws were made with (``STUDY_CONTROL``).
 """
 from __future__ import annotations
 
