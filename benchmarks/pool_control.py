@@ -164,7 +164,8 @@ def totals(runs: list[dict], names: tuple[str, ...] = CONTROLS) -> dict:
                      "d_prime_mean": float(np.mean([x["d_prime"] for x in s])), "gap_mean": float(np.mean([x["gap"] for x in s])),
                      "surrogates_stolen": sum(x["surrogates_stolen"] for x in s),
                      "references_stolen": sum(x["references_stolen"] for x in s),
-                     "corr_mean": float(np.mean([x["corr_with_fingerprint"] for x in s if x["corr_with_fingerprint"] is not None])),
+                     "corr_mean": float(np.mean(corr)) if (corr := [x["corr_with_fingerprint"] for x in s
+                                                                     if x.get("corr_with_fingerprint") is not None]) else None,
                      "d_prime_change": float(np.mean(dd)),
                      "d_prime_change_se": float(np.std(dd, ddof=1) / np.sqrt(len(dd))) if len(dd) > 1 else None,
                      "up": sum(d > 0 for d in dd)}
