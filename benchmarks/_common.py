@@ -19,7 +19,7 @@ from conferprint.experiments.quickstart import DEFAULT, versions
 ROOT = Path(__file__).resolve().parents[1]
 # The papers' candidate pool (inputs the source classifies correctly) at 50 Adam steps: the CEM the separation
 # benchmarks measured, the default's step count until stop 21 (25 since; docs/results/separation-summary.md §14).
-PAPERS_POOL_CEM = replace(DEFAULT.cem, candidates="correct", steps=50, errors_share=0.5)  # the mixed variants: 50 + 50
+PAPERS_POOL_CEM = replace(DEFAULT.cem, candidates="correct", steps=50, errors_share=0.5, correct_candidates=None)  # the mixed variants: 50 + 50
 
 
 def separated(roc_auc: float | None, margin: float | None) -> bool:

@@ -53,7 +53,7 @@ VARIANTS = {  # name: the knobs changed from the study's control recipe
     "unbalanced, steps 10": {"balance": False, "steps": 10},
 }
 NAMES = ("study", *VARIANTS)
-# The study's control, as the draws made it: the default's recipe until §30 chose 50 steps
+# The study's control, as the draws made it: the default's recipe until §30 chose 50 steps (`separation.DRAWS`)
 STUDY_CONTROL = replace(DEFAULT.control, steps=100)
 D_PRIME_TOLERANCE = 0.10  # §30's rule: a variant may lose at most this much mean d′ against the study's control
 

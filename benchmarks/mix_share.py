@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,7 +69,7 @@ def pools_of(folder: Path, seed: int, study, fp) -> dict[str, dict[str, np.ndarr
         if path.exists():
             out[pool] = load_arrays(path)
             continue
-        c = optimise_pool(models, replace(cem, candidates=pool), seed)
+        c = optimise_pool(models, cem.part(pool), seed)
         path.parent.mkdir(exist_ok=True)
         save_arrays(path, {k: c[k] for k in ("y", "t", "keep", "hard", "p_surr", "p_ref", "agree", "seconds", "candidates")})
         out[pool] = c

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import CONTROL_NAME, DEFAULT, TINY, QuickstartConfig, _make_fingerprint, prepare_study, score_models
+from conferprint.experiments.quickstart import CONTROL_NAME, TINY, QuickstartConfig, _make_fingerprint, prepare_study, score_models
 from conferprint.experiments.zoo_builder import Group
 from conferprint.training import predict_labels
 from conferprint.verify import separation_stats
@@ -52,7 +52,9 @@ def factor_of(name: str) -> int:
 
 
 def study_config(factor: int, smoke: bool) -> QuickstartConfig:
-    base = TINY if smoke else DEFAULT
+    from separation import DRAWS  # the default as its draws were made
+
+    base = TINY if smoke else DRAWS
     # no calibration references, so no fitted threshold (the preset's 0.0 fallback; this benchmark decides nothing)
     return replace(base, testing=base.testing + scaled(base.testing, factor), calibration=(), threshold=0.0)
 

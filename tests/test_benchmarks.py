@@ -320,6 +320,18 @@ def test_cifar_levers_replays_cem_generate_candidate_for_candidate(digit_models,
     # the tie-break only reorders candidates of equal hard Confer
     tb = cifar_levers.pick(c, "hard+soft", cem.size)
     assert sorted(c["hard"][tb]) == sorted(c["hard"][idx])
+    # cem_budget's premise: CEM with a smaller budget optimises a prefix of the same candidates, so the best of the
+    # replay's first half is its fingerprint
+    import cem_budget
+    from dataclasses import replace
+
+    k = len(c["t"]) // 2
+    small = replace(cem, max_candidates=k).generate(m["source"], m["surrogates"], m["references"], x, y, seed=3)
+    first = cem_budget.prefix(c, k)
+    assert len(first["t"]) == k and first["agree"].shape == (2, k) and first["seconds"] == c["seconds"]
+    kept = cifar_levers.pick(first, "hard", cem.size)
+    assert torch.equal(small.keys, torch.as_tensor(c["t"][kept]))
+    assert np.allclose(small.train_confer.numpy(), c["hard"][kept])
 
 
 def test_mix_share_takes_each_pools_best_and_ranks_both_jointly():

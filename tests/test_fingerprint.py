@@ -314,6 +314,34 @@ def test_mixed_pool_takes_its_share_from_the_sources_mistakes_and_the_rest_from_
         replace(cem, size=4, errors_share=0.2)  # 0 from the mistakes
 
 
+def test_mixed_pool_gives_its_correct_part_its_own_budget(digit_models, digits):
+    """``correct_candidates`` is the correct pool's budget in a mixed CEM: that part is the correct pool alone at that
+    budget, the errors part keeps ``max_candidates``."""
+    from dataclasses import replace
+
+    m = digit_models
+    x = torch.cat([m["x"], digits.x_test])
+    y = torch.cat([m["y"], digits.y_test])
+    cem = replace(FAST_CEM, candidates="mixed", tau=0.0, balance=False, size=9, search="best", batch_size=64)
+    cut = replace(cem, correct_candidates=64)
+    assert cut.part("correct").max_candidates == 64 and cut.part("errors").max_candidates == cem.max_candidates
+    assert cut.part("correct").size == 5 and cut.part("errors").size == 4 and cut.part("correct").correct_candidates is None
+    fp = cut.generate(m["source"], m["surrogates"], m["references"], x, y, seed=0, num_classes=10)
+    full = cem.generate(m["source"], m["surrogates"], m["references"], x, y, seed=0, num_classes=10)
+    parts, full_parts = fp.manifest["stats"]["parts"], full.manifest["stats"]["parts"]
+    assert parts[0]["candidates_used"] == 64 < full_parts[0]["candidates_used"]
+    assert parts[1]["candidates_used"] == full_parts[1]["candidates_used"]
+    alone = replace(cem, candidates="correct", size=5, max_candidates=64).generate(
+        m["source"], m["surrogates"], m["references"], x, y, seed=0, num_classes=10)
+    assert torch.equal(fp.inputs[:5], alone.inputs)
+    assert torch.equal(fp.inputs[5:], full.inputs[5:])  # the errors part is untouched
+    assert fp.manifest["params"]["correct_candidates"] == 64
+    with pytest.raises(ValueError, match="correct_candidates"):
+        replace(cem, correct_candidates=0)
+    with pytest.raises(ValueError, match="needs candidates 'mixed'"):
+        FAST_CEM.part("correct")
+
+
 def test_bf16_optimisation_gives_a_valid_fingerprint_selected_in_fp32(cem_fp, digit_models):
     from dataclasses import replace
 

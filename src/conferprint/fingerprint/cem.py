@@ -53,6 +53,9 @@ class CEM:
     # candidates="mixed": the share of `size` taken from the errors pool (rounded down), the rest from the
     # papers' pool; each part is its pool's best by Confer
     errors_share: float = 0.5
+    # candidates="mixed": the correct pool's budget instead of `max_candidates` (None: the same); only
+    # size − n_errors of its candidates are kept, so it may need fewer than the errors pool. Read only by "mixed"
+    correct_candidates: int | None = None
     # bf16 autocast in the optimisation (the members' forward and backward); the selection's Confer and the
     # keys are computed in fp32. 1.22× faster per step on this project's CPU (median; benchmarks/cem_step.py --bf16)
     bf16: bool = False
@@ -75,6 +78,8 @@ class CEM:
         if self.candidates == "mixed" and not 1 <= self.n_errors <= self.size - 1:
             raise ValueError(f"candidates 'mixed' needs at least one example from each pool: size {self.size} "
                              f"with errors_share {self.errors_share} gives {self.n_errors} from the errors pool")
+        if self.correct_candidates is not None and self.correct_candidates < 1:
+            raise ValueError(f"correct_candidates must be ≥ 1 (or None: max_candidates), got {self.correct_candidates}")
         if self.search == "best" and self.max_candidates is None:
             raise ValueError("search 'best' optimises every candidate: give max_candidates")
         if self.steps < 1 or self.size < 1 or self.batch_size < 1:
@@ -84,6 +89,15 @@ class CEM:
     def n_errors(self) -> int:
         """How many of a mixed fingerprint's ``size`` examples come from the errors pool."""
         return int(self.size * self.errors_share + 1e-9)  # 0.29 · 100 is 28.999… in floating point
+
+    def part(self, pool: str) -> "CEM":
+        """The single-pool CEM that a ``candidates="mixed"`` CEM runs on ``pool`` ("correct" or "errors"): its share
+        of ``size`` and its budget."""
+        if self.candidates != "mixed" or pool not in ("correct", "errors"):
+            raise ValueError(f"part({pool!r}) needs candidates 'mixed' and a pool 'correct' or 'errors'")
+        budget = self.correct_candidates if pool == "correct" and self.correct_candidates is not None else self.max_candidates
+        size = self.size - self.n_errors if pool == "correct" else self.n_errors
+        return replace(self, candidates=pool, size=size, max_candidates=budget, correct_candidates=None)
 
     def loss(
         self,
@@ -167,8 +181,7 @@ class CEM:
         ``validation``: ``(surrogates, references)`` never optimised against; their held-out power
         (surrogates' minus references' agreement with the source) is added to Confer when ranking."""
         if self.candidates == "mixed":
-            n_err = self.n_errors
-            parts = [replace(self, candidates="correct", size=self.size - n_err), replace(self, candidates="errors", size=n_err)]
+            parts = [self.part("correct"), self.part("errors")]
             made = [c.generate(source, surrogates, references, x, y, seed=seed, num_classes=num_classes,
                                source_sha256=source_sha256, progress=progress, validation=validation) for c in parts]
             return concatenate(made, {**made[0].manifest, "params": asdict(self)})
