@@ -534,13 +534,18 @@ def test_cifar_eps_varies_only_the_budgets_of_the_preset_it_is_given():
 
 def test_testing_epochs_scales_only_the_testing_groups_and_names_them_apart():
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dataclasses import replace
+
+    from separation import DRAWS
     from testing_epochs import factor_of, scaled, study_config
 
     from conferprint.experiments.quickstart import DEFAULT
 
     cfg = study_config(2, smoke=False)
     n = len(DEFAULT.testing)
-    assert cfg.testing[:n] == DEFAULT.testing and cfg.training == DEFAULT.training and cfg.cem == DEFAULT.cem
+    assert cfg.testing[:n] == DEFAULT.testing and cfg.training == DEFAULT.training and cfg.cem == DRAWS.cem
+    # the draws were made before §30 and §31: the default's CEM and control but for the correct pool's budget and steps
+    assert DRAWS.cem == replace(DEFAULT.cem, correct_candidates=None) and DRAWS.control == replace(DEFAULT.control, steps=100)
     assert cfg.calibration == ()  # no threshold is fitted: the calibration references are not retrained
     assert [g.epochs for g in cfg.testing[n:]] == [2 * g.epochs for g in DEFAULT.testing]
     assert [(g.arch, g.role, g.labels, g.count) for g in cfg.testing[n:]] == [(g.arch, g.role, g.labels, g.count) for g in DEFAULT.testing]
