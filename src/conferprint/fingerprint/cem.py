@@ -46,7 +46,8 @@ class CEM:
     # adversarial); "errors": inputs the source already misclassifies (its own mistakes on the candidate
     # data), kept wrong and made conferrable — their target is always the source's label and the β term is
     # off, since it would push the source off its clean label, here the mistake itself; "mixed": part of
-    # `size` from each pool (`errors_share` of it from the errors pool), each pool given `max_candidates`. A thief's
+    # `size` from each pool (`errors_share` of it from the errors pool), each pool given `max_candidates` (the correct
+    # pool `correct_candidates` where set). A thief's
     # surrogate learns the source's labels, mistakes included; an independent model makes its own
     # (misclassified samples as a fingerprint: Guan et al., "Are You Stealing My Model?", ECCV 2022).
     candidates: Literal["correct", "errors", "mixed"] = "correct"
