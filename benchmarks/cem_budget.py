@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import DEFAULT, _make_fingerprint, prepare_study
+from conferprint.experiments.quickstart import DEFAULT
 
 from _common import run_draws  # run as a script: its folder is on sys.path
 from candidate_signals import agreement  # (models, examples): 1 where a model gives the key
 from mix_share import POOLS, evaluate, pools_of, top  # the replayed pools and the quickstart's scoring
-from pool_control import study_config, totals
+from control_recipe import cheapest_eligible  # the cost levers' rule (§30, §31)
+from pool_control import draw_cell, make_control, open_draw, totals_cells
 
 log = logging.getLogger("cem_budget")
 STEM = "cem-budget-fashion-mnist"
@@ -41,7 +42,6 @@ BUDGETS = {  # name: candidates optimised per pool (correct answers, mistakes)
     "correct 1536": (1536, 2048), "correct 1024": (1024, 2048), "correct 512": (512, 2048),
     "both 1536": (1536, 1536), "both 1024": (1024, 1024),
 }
-D_PRIME_TOLERANCE = 0.10  # §31's rule: a budget may lose at most this much mean d′ against the study's
 
 
 def prefix(c: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
@@ -58,23 +58,13 @@ def picks(pools: dict[str, dict[str, np.ndarray]], budget: tuple[int, int], n_co
 
 
 def run_seed(seed: int, work: Path, data_dir, progress: bool = False, smoke: bool = False) -> dict:
-    from separation import link_draw  # the zoo and fingerprints of separation.py's draw, hard-linked
-
-    cfg = study_config(smoke)
-    if not smoke:
-        link_draw(seed, work)
-    study = prepare_study(cfg, work / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
-    fp, _ = _make_fingerprint(cfg.cem, f"fp-seed{seed}-cem-pool", work, study.source, study.training_role("surrogate"),
-                              study.training_role("reference"), study.x1, study.y1, seed, study.data.num_classes, progress)
+    cfg, study, fp, everyone, is_surr = open_draw(seed, work, data_dir, progress, smoke)
     control = cfg.pgd if smoke else DEFAULT.control
-    ctl_fp, _ = _make_fingerprint(control, f"fp-seed{seed}-control-steps{control.steps}", work, study.source, [], [],
-                                  study.x1, study.y1, seed + 100, study.data.num_classes, progress)
+    ctl_fp = make_control(control, f"fp-seed{seed}-control-steps{control.steps}", work, study, seed, progress)
     folder = work / f"pools-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     pools = pools_of(folder, seed, study, fp)  # testing models' then calibration references' answers per candidate
-    everyone = list(study.testing) + list(study.calibration)
     n = len(study.testing)
-    is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
     ctl = agreement(everyone, ctl_fp.inputs, ctl_fp.keys).mean(1)
     cem = cfg.cem
     sizes = {p: len(pools[p]["t"]) for p in POOLS}
@@ -103,21 +93,10 @@ def run_seed(seed: int, work: Path, data_dir, progress: bool = False, smoke: boo
 
 
 def decide(runs: list[dict]) -> dict:
-    """:func:`totals` per budget and §31's rule: a budget is eligible if it meets the goal on at least as many draws as
-    the study's, calls no more references stolen, and loses at most ``D_PRIME_TOLERANCE`` of mean d′; the cheapest
-    eligible one is chosen. A budget that keeps too few candidates on some draw is not eligible."""
-    whole = [k for k in BUDGETS if all(r["settings"][k] is not None for r in runs)]
-    out = totals(runs, tuple(whole))
-    for name in whole:
-        out[name]["seconds_mean"] = float(np.mean([r["settings"][name]["seconds"] for r in runs]))
-    base = out["study"]
-    for name in whole[1:]:
-        t = out[name]
-        t["eligible"] = (t["met"] >= base["met"] and t["references_stolen"] <= base["references_stolen"]
-                         and t["d_prime_change"] >= -D_PRIME_TOLERANCE)
-    ok = [k for k in whole[1:] if out[k]["eligible"]]
-    out["chosen"] = min(ok, key=lambda k: out[k]["seconds_mean"]) if ok else None
-    return out
+    """§31's rule, `control_recipe`'s :func:`cheapest_eligible` for a cost lever, on every budget but the study's; a
+    budget that keeps too few candidates on some draw is left out (not eligible)."""
+    whole = tuple(k for k in BUDGETS if all(r["settings"][k] is not None for r in runs))
+    return cheapest_eligible(runs, whole, whole[1:])
 
 
 def write_markdown(payload: dict, path: Path) -> None:
@@ -135,12 +114,7 @@ def write_markdown(payload: dict, path: Path) -> None:
         cells = []
         for name in names:
             s = r["settings"][name]
-            if s is None:
-                cells.append("too few kept")
-                continue
-            met = " met" if s["roc_auc"] >= 0.95 and s["margin"] > 0 else ""
-            cells.append(f"{s['roc_auc']:.3f} / {s['margin']:+.3f} / {s['d_prime']:.2f} "
-                         f"({s['surrogates_stolen']}, {s['references_stolen']}){met}; {s['same_as_study']}")
+            cells.append("too few kept" if s is None else f"{draw_cell(s)}; {s['same_as_study']}")
         lines.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
     if runs:
         t = decide(runs)
@@ -153,11 +127,8 @@ def write_markdown(payload: dict, path: Path) -> None:
                 lines.append(f"| {name} {BUDGETS[name]} | too few kept on some draw | | | | | | no |")
                 continue
             x = t[name]
-            se = f" ± {x['d_prime_change_se']:.2f}" if x["d_prime_change_se"] is not None else ""
             ok = "–" if name == "study" else ("yes" if x["eligible"] else "no")
-            lines.append(f"| {name} {BUDGETS[name]} | {x['met']} | {x['d_prime_mean']:.2f} | {x['d_prime_change']:+.2f}{se}, "
-                         f"{x['up']} | {x['gap_mean']:.3f} | {x['surrogates_stolen']}, {x['references_stolen']} | "
-                         f"{x['seconds_mean']:.1f} | {ok} |")
+            lines.append(f"| {name} {BUDGETS[name]} | {totals_cells(x)} | {x['seconds_mean']:.1f} | {ok} |")
         lines += ["", f"Chosen by §31's rule (the cheapest eligible): **{t['chosen'] or 'none; the study budget stays'}**."]
     atomic_write_text(path, "\n".join(lines) + "\n")
 

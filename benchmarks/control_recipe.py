@@ -36,13 +36,13 @@ import numpy as np
 import torch
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import DEFAULT, _make_fingerprint, prepare_study
+from conferprint.experiments.quickstart import DEFAULT
 from conferprint.fingerprint import PGD
 
 from _common import run_draws  # run as a script: its folder is on sys.path
 from candidate_signals import agreement  # (models, examples): 1 where a model gives the key
 from mix_share import evaluate  # the quickstart's scoring and threshold
-from pool_control import study_config, totals, within_group_corr
+from pool_control import draw_cell, make_control, open_draw, totals, totals_cells, within_group_corr
 
 log = logging.getLogger("control_recipe")
 STEM = "control-recipe-fashion-mnist"
@@ -70,26 +70,16 @@ def same_control(a, b) -> bool:
 
 
 def run_seed(seed: int, work: Path, data_dir, progress: bool = False, smoke: bool = False) -> dict:
-    from separation import link_draw  # the zoo and fingerprints of separation.py's draw, hard-linked
-
-    cfg = study_config(smoke)
-    if not smoke:
-        link_draw(seed, work)
-    study = prepare_study(cfg, work / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
-    make = lambda method, name: _make_fingerprint(method, name, work, study.source, [], [], study.x1, study.y1, seed + 100,
-                                                  study.data.num_classes, progress)[0]
-    fp, _ = _make_fingerprint(cfg.cem, f"fp-seed{seed}-cem-pool", work, study.source, study.training_role("surrogate"),
-                              study.training_role("reference"), study.x1, study.y1, seed, study.data.num_classes, progress)
+    cfg, study, fp, everyone, is_surr = open_draw(seed, work, data_dir, progress, smoke)
     base = cfg.pgd if smoke else STUDY_CONTROL
-    controls = {"study": make(base, f"fp-seed{seed}-control")}
+    controls = {"study": make_control(base, f"fp-seed{seed}-control", work, study, seed, progress)}
     for name, method in recipes(base).items():
-        controls[name] = make(method, f"fp-seed{seed}-control-{name.replace(', ', '-').replace(' ', '')}")
+        controls[name] = make_control(method, f"fp-seed{seed}-control-{name.replace(', ', '-').replace(' ', '')}", work,
+                                      study, seed, progress)
     if not same_control(controls["replay"], controls["study"]):
         raise SystemExit(f"seed {seed}: the study's control recipe, made again, did not give back its control set")
 
-    everyone = list(study.testing) + list(study.calibration)
     n = len(study.testing)
-    is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
     answers = agreement(everyone, fp.inputs, fp.keys)  # the fingerprint, (models, examples)
     f = answers.mean(1)
     settings = {}
@@ -112,21 +102,27 @@ def run_seed(seed: int, work: Path, data_dir, progress: bool = False, smoke: boo
     return {"seed": seed, "settings": settings, "models": [m.name for m in study.testing]}
 
 
-def decide(runs: list[dict]) -> dict:
-    """:func:`totals` per control, each variant's mean cost of making it, and §30's rule: a variant is eligible if it
-    meets the goal on at least as many draws as the study's control, calls no more references stolen, and loses at
-    most ``D_PRIME_TOLERANCE`` of mean d′; the cheapest eligible one is chosen."""
-    out = totals(runs, NAMES)
-    for name in NAMES:
+def cheapest_eligible(runs: list[dict], names: tuple[str, ...], judged: tuple[str, ...]) -> dict:
+    """:func:`totals` of ``names`` (the first the baseline), each one's mean ``seconds``, and the cost levers' rule
+    (§30, §31) on the ``judged`` ones: eligible if it meets the goal on at least as many
+    draws as the baseline, calls no more references stolen, and loses at most ``D_PRIME_TOLERANCE`` of mean d′; the
+    cheapest eligible one is ``chosen``."""
+    out = totals(runs, names)
+    for name in names:
         out[name]["seconds_mean"] = float(np.mean([r["settings"][name]["seconds"] for r in runs]))
-    base = out["study"]
-    for name in NAMES[2:]:  # not the study's control, nor its replay
+    base = out[names[0]]
+    for name in judged:
         t = out[name]
         t["eligible"] = (t["met"] >= base["met"] and t["references_stolen"] <= base["references_stolen"]
                          and t["d_prime_change"] >= -D_PRIME_TOLERANCE)
-    ok = [k for k in NAMES[2:] if out[k]["eligible"]]
+    ok = [k for k in judged if out[k]["eligible"]]
     out["chosen"] = min(ok, key=lambda k: out[k]["seconds_mean"]) if ok else None
     return out
+
+
+def decide(runs: list[dict]) -> dict:
+    """§30's rule (:func:`cheapest_eligible`) on every variant but the study's control's replay."""
+    return cheapest_eligible(runs, NAMES, NAMES[2:])
 
 
 def write_markdown(payload: dict, path: Path) -> None:
@@ -141,13 +137,8 @@ def write_markdown(payload: dict, path: Path) -> None:
              "control. Met: AUC ≥ 0.95 and margin > 0.", "",
              "| seed | " + " | ".join(NAMES[1:]) + " |", "| --- | " + " | ".join("---" for _ in NAMES[1:]) + " |"]
     for r in runs:
-        cells = []
-        for name in NAMES[1:]:
-            s = r["settings"][name]
-            met = " met" if s["roc_auc"] >= 0.95 and s["margin"] > 0 else ""
-            cells.append(f"{s['roc_auc']:.3f} / {s['margin']:+.3f} / {s['d_prime']:.2f} "
-                         f"({s['surrogates_stolen']}, {s['references_stolen']}){met}, {s['seconds']:.1f} s")
-        lines.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['seed']} | " + " | ".join(f"{draw_cell(r['settings'][name])}, {r['settings'][name]['seconds']:.1f} s"
+                                                      for name in NAMES[1:]) + " |")
     if runs:
         t = decide(runs)
         lines += ["", f"Over {len(runs)} draws:", "",
@@ -156,13 +147,11 @@ def write_markdown(payload: dict, path: Path) -> None:
                   "eligible by §30's rule |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name in NAMES:
             x = t[name]
-            se = f" ± {x['d_prime_change_se']:.2f}" if x["d_prime_change_se"] is not None else ""
             own = np.mean([r["settings"][name]["control_gap"] for r in runs])
             sd = np.mean([r["settings"][name]["sd_within"] for r in runs])
             ok = "–" if name in NAMES[:2] else ("yes" if x["eligible"] else "no")
-            lines.append(f"| {name} | {x['met']} | {x['d_prime_mean']:.2f} | {x['d_prime_change']:+.2f}{se}, {x['up']} | "
-                         f"{x['gap_mean']:.3f} | {x['surrogates_stolen']}, {x['references_stolen']} | {own:+.3f} | "
-                         f"{x['corr_mean']:.2f} | {sd:.3f} | {x['seconds_mean']:.1f} | {ok} |")
+            lines.append(f"| {name} | {totals_cells(x)} | {own:+.3f} | {x['corr_mean']:.2f} | {sd:.3f} | "
+                         f"{x['seconds_mean']:.1f} | {ok} |")
         lines += ["", f"Chosen by §30's rule (the cheapest eligible): **{t['chosen'] or 'none; the study control stays'}**."]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
