@@ -679,3 +679,39 @@ def test_control_recipe_smoke_replays_the_study_control_and_scores_every_variant
     for s in run["settings"].values():
         assert s["size"] == 20 and sum(s["keys_per_class"]) == 20 and s["seconds"] >= 0
     assert "Chosen by §30's rule" in (out / "smoke.md").read_text()
+
+
+@pytest.mark.parametrize("arch", ["cnn_small", "cnn", "lenet_bn", "digits_cnn", "cnn_small32", "vgg16_bn"])
+def test_pooling_before_the_relu_is_the_textbook_network_bit_for_bit(arch):
+    """The zoo's nets pool before the ReLU (models/small.py): the same outputs, input and weight gradients and
+    parameter names as ReLU-then-pool, which benchmarks/pool_order.py times."""
+    import copy
+
+    import torch
+    from torch import nn
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from pool_order import pairs, relu_first
+    from conferprint.models import arch_info, build_model
+
+    size = arch_info(arch).input_size
+    c = 3 if size == 32 else 1
+    new = build_model(arch, in_channels=c, num_classes=10, seed=3)
+    old = relu_first(copy.deepcopy(new))
+    assert pairs(new) >= 1 and pairs(old) == 0  # every ReLU that met a pooling now follows it
+    assert any(isinstance(a, nn.ReLU) and isinstance(b, nn.MaxPool2d)
+               for m in old.modules() if isinstance(m, nn.Sequential) for a, b in zip(m, list(m)[1:]))
+    assert list(new.state_dict()) == list(old.state_dict())  # models saved in the old order load
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, c, size, size, generator=gen)  # centred: many windows whose maximum is negative
+    y = torch.randint(0, 10, (4,), generator=gen)
+    outs = []
+    for m in (new, old):
+        m.train()
+        xi = x.clone().contiguous(memory_format=torch.channels_last) if arch_info(arch).channels_last else x.clone()
+        xi.requires_grad_(True)
+        logits = m(xi)
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        outs.append((logits.detach(), xi.grad, [p.grad for p in m.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert all(torch.equal(a, b) for a, b in zip(outs[0][2], outs[1][2]))
+    assert outs[0][1].abs().sum() > 0

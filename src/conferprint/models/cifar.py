@@ -68,8 +68,8 @@ def _vgg(depth: int, in_channels: int, num_classes: int) -> nn.Module:
     layers: list[nn.Module] = []
     cin = in_channels
     for v in _VGG[depth]:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2))
+        if v == "M":  # before the block's ReLU: the same function, cheaper (models/small.py's docstring)
+            layers.insert(len(layers) - 1, nn.MaxPool2d(2))
         else:
             layers += [nn.Conv2d(cin, int(v), 3, padding=1, bias=False), nn.BatchNorm2d(int(v)), nn.ReLU(inplace=True)]
             cin = int(v)
