@@ -8,7 +8,7 @@
   augmentation — and flips for 32×32 colour —, one-cycle schedule, loss bookkeeping), once with
   augmentation and once without;
 - **bare**: the textbook loop: a random permutation, index a batch, forward, cross-entropy,
-  `zero_grad`, backward, SGD (Nesterov) step — same model, batch size, memory layout.
+  `zero_grad`, backward, SGD (Nesterov) step — same model, batch size, memory layout (the one the zoo trains it in).
 Images per second of each; goal (issue 7): ours / bare ≥ 0.9. Random inputs (the cost does not
 depend on the pixels). On CUDA (``--device cuda``, ``--bf16`` for bf16 autocast in both loops) the
 data is resident on the GPU and each timing ends with a synchronisation. Writes
@@ -28,6 +28,9 @@ from conferprint.training import TrainConfig, train_model, uses_channels_last
 
 
 def bare_loop(model, x, y, epochs: int, batch: int, lr: float, bf16: bool = False) -> float:
+    want = getattr(model, "train_channels_last", None)
+    if want is not None and x.device.type == "cpu":  # the layout train_model trains it in (ArchInfo.train_channels_last)
+        model.to(memory_format=torch.channels_last if want else torch.contiguous_format)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     cl = uses_channels_last(model)
     model.train()

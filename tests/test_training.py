@@ -225,3 +225,32 @@ def test_training_loop_shifting_through_windows_trains_the_same_weights(digits, 
         train_model(m, x, y, cfg, seed=11)
         weights.append(m.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_lenet_trains_contiguous_on_a_cpu_and_comes_back_in_channels_last():
+    """ArchInfo.train_channels_last: LeNet trains in the contiguous layout (faster on a CPU,
+    benchmarks/memory_layout.py) and is given back in channels_last, its layout for CEM, the same parameters."""
+    def uses_channels_last(m):  # the second convolution's weight (the first, on 1 channel, looks the same in both)
+        return [p for p in m.parameters() if p.ndim == 4][1].is_contiguous(memory_format=torch.channels_last)
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(96, 1, 28, 28, generator=gen), torch.randint(0, 10, (96,), generator=gen)
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.05)
+    model = build_model("lenet_bn", in_channels=1, num_classes=10, seed=0)
+    assert uses_channels_last(model) and model.train_channels_last is False
+    params = list(model.parameters())
+    seen = []
+    train_model(model, x, y, cfg, seed=0, after_step=lambda: seen.append(uses_channels_last(model)))
+    assert seen == [False] * 3  # every step in the contiguous layout
+    assert uses_channels_last(model) and all(a is b for a, b in zip(params, model.parameters()))
+    # the same weights as training a contiguous copy that keeps its layout
+    plain = build_model("lenet_bn", in_channels=1, num_classes=10, seed=0).to(memory_format=torch.contiguous_format)
+    plain.train_channels_last = None
+    train_model(plain, x, y, cfg, seed=0)
+    assert not uses_channels_last(plain)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+    # the small CNN keeps channels_last throughout
+    cnn = build_model("cnn_small", in_channels=1, num_classes=10, seed=0)
+    seen.clear()
+    train_model(cnn, x, y, cfg, seed=0, after_step=lambda: seen.append(uses_channels_last(cnn)))
+    assert seen == [True] * 3 and cnn.train_channels_last is True

@@ -8,10 +8,11 @@ Randomness (initialisation, shuffling, augmentation, dropout) comes from ``seed`
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,27 @@ def uses_channels_last(model: nn.Module) -> bool:
         if p.ndim == 4:
             return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
     return False
+
+
+@contextlib.contextmanager
+def _training_layout(model: nn.Module, dev: torch.device) -> Iterator[bool]:
+    """Train ``model`` in the layout its architecture trains fastest in on a CPU (``ArchInfo.train_channels_last``,
+    which ``build_model`` sets as the model's ``train_channels_last``), and give it back in its own layout after.
+    The parameters stay the same objects (their data is re-laid), so optimisers and hooks that hold them still
+    work. Yields whether to lay the batches out channels_last (``uses_channels_last`` of the model as trained)."""
+    want = getattr(model, "train_channels_last", None)
+    # the weights' layout; uses_channels_last, which lays out the inputs, cannot tell it from a 1-channel first
+    # convolution, whose weight is the same in both layouts
+    own = next((p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters()
+                if p.ndim == 4 and p.is_contiguous() != p.is_contiguous(memory_format=torch.channels_last)), False)
+    if dev.type != "cpu" or want is None or bool(want) == own:
+        yield uses_channels_last(model)
+        return
+    model.to(memory_format=torch.channels_last if want else torch.contiguous_format)
+    try:
+        yield uses_channels_last(model)
+    finally:
+        model.to(memory_format=torch.channels_last if own else torch.contiguous_format)
 
 
 def _layout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +228,8 @@ def train_model(
     masks). ``device``: where to train (the model is moved there and the data made resident there;
     default: where the model is); ``amp``: bf16 autocast of the forward pass and loss (weights,
     gradients and optimiser state stay fp32), on CUDA and on CPU alike (on a CPU with AVX-512 BF16
-    it trains the small CNNs 1.8–2.5× faster: benchmarks/results/training-bf16.json). Returns the
+    it trains the small CNNs 1.8–2.5× faster: benchmarks/results/training-bf16.json). On a CPU the model trains in
+    its architecture's training layout (``ArchInfo.train_channels_last``) and is given back in its own. Returns the
     mean training loss of each epoch.
     """
     if len(x) != len(labels):
@@ -220,7 +243,6 @@ def train_model(
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     flip = x.shape[1] == 3 and x.shape[-1] >= 32
-    channels_last = uses_channels_last(model)
     set_mode = set_mode or (lambda m: m.train())
     trainable = list(params) if params is not None else list(model.parameters())
     if not trainable:
@@ -228,7 +250,7 @@ def train_model(
     opt, sched = optimizer_and_schedule(trainable, cfg, total)
     history: list[float] = []
     set_mode(model)
-    with torch.random.fork_rng(devices=[]):
+    with _training_layout(model, dev) as channels_last, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout and any other module-level randomness; restored on exit
         gen = torch.Generator().manual_seed(seed)
         bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")

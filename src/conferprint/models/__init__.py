@@ -26,7 +26,11 @@ class ArchInfo:
     family: str  # architectures of one family share their inductive biases (used in reports)
     input_size: int  # 28 or 32 (8 for the digits test net)
     builder: Callable[..., nn.Module]
-    channels_last: bool  # whether channels_last pays on CPU (convolutional nets)
+    channels_last: bool  # weights and inputs in channels_last: pays on a CPU for the convolutional nets' CEM and training
+    # the layout it trains in on a CPU, where it differs (train_model switches for the run and back); None = channels_last.
+    # LeNet's 6-map convolutions train faster contiguous, while its CEM passes stay faster in channels_last
+    # (python benchmarks/memory_layout.py; benchmarks/results/memory-layout.json)
+    train_channels_last: bool | None = None
 
 
 ARCHITECTURES: dict[str, ArchInfo] = {
@@ -36,12 +40,12 @@ ARCHITECTURES: dict[str, ArchInfo] = {
         ArchInfo("cnn", "cnn", 28, small.CNN, True),
         ArchInfo("cnn_small", "cnn", 28, small.CNNSmall, True),
         ArchInfo("cnn_wide", "cnn", 28, small.CNNWide, True),
-        ArchInfo("lenet_bn", "lenet", 28, small.LeNetBN, True),
+        ArchInfo("lenet_bn", "lenet", 28, small.LeNetBN, True, train_channels_last=False),
         # 32×32 variants of the small networks: CIFAR-10 at the scale a CPU allows
         ArchInfo("mlp32", "mlp", 32, partial(small.MLP, size=32), False),
         ArchInfo("cnn32", "cnn", 32, partial(small.CNN, size=32), True),
         ArchInfo("cnn_small32", "cnn", 32, partial(small.CNNSmall, size=32), True),
-        ArchInfo("lenet_bn32", "lenet", 32, partial(small.LeNetBN, size=32), True),
+        ArchInfo("lenet_bn32", "lenet", 32, partial(small.LeNetBN, size=32), True, train_channels_last=False),
         ArchInfo("digits_linear", "linear", 8, small.DigitsLinear, False),
         ArchInfo("digits_cnn", "cnn", 8, small.DigitsCNN, False),
         ArchInfo("resnet20", "resnet", 32, cifar.resnet20, True),
@@ -74,7 +78,8 @@ def arch_info(name: str) -> ArchInfo:
     if m is not None:
         k, base = int(m.group(1)), arch_info(m.group(2))
         return ArchInfo(name, base.family, base.input_size,
-                        lambda **kw: AverageEnsemble([base.builder(**kw) for _ in range(k)]), base.channels_last)
+                        lambda **kw: AverageEnsemble([base.builder(**kw) for _ in range(k)]), base.channels_last,
+                        base.train_channels_last)
     try:
         return ARCHITECTURES[name]
     except KeyError:
@@ -108,4 +113,6 @@ def build_model(
     model = nn.Sequential(Normalize(mean, std), body)
     if info.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # read by training.train_model (a plain attribute: not saved, set again when a saved model is rebuilt)
+    model.train_channels_last = info.channels_last if info.train_channels_last is None else info.train_channels_last
     return model
