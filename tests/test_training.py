@@ -254,3 +254,15 @@ def test_lenet_trains_contiguous_on_a_cpu_and_comes_back_in_channels_last():
     seen.clear()
     train_model(cnn, x, y, cfg, seed=0, after_step=lambda: seen.append(uses_channels_last(cnn)))
     assert seen == [True] * 3 and cnn.train_channels_last is True
+
+
+@pytest.mark.parametrize("arch", ["cnn_small", "lenet_bn", "mlp"])
+def test_inference_batch_size_does_not_change_the_logits(arch):
+    """predict_logits' CPU batch (PREDICT_BATCH, chosen for speed) gives the logits of any other batch size."""
+    from conferprint.training import PREDICT_BATCH, predict_logits
+
+    x = torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    model = build_model(arch, in_channels=1, num_classes=10, seed=0)
+    default = predict_logits(model, x)
+    assert PREDICT_BATCH["cpu"] < len(x)  # several batches, one of them partial
+    assert torch.equal(default, predict_logits(model, x, 1024)) and torch.equal(default, predict_logits(model, x, 64))
