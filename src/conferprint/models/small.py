@@ -44,7 +44,7 @@ def _cnn(in_channels: int, num_classes: int, c1: int, c2: int, hidden: int, size
 
 
 def CNN(in_channels: int = 1, num_classes: int = 10, size: int = 28) -> nn.Module:
-    """Two conv blocks (32, 64) with BatchNorm and a 128-unit head: the Fashion-MNIST source."""
+    """Two conv blocks (32, 64) with BatchNorm and a 128-unit head (among the default preset's testing models)."""
     return _cnn(in_channels, num_classes, 32, 64, 128, size)
 
 
