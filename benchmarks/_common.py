@@ -5,8 +5,11 @@ import argparse
 import json
 import logging
 import platform
+import statistics
 import sys
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 from dataclasses import replace
 
@@ -159,10 +162,67 @@ def speed_parser(*, n: int, epochs: int, repeats: int, archs: list[str]) -> argp
     return p
 
 
+def input_channels(arch: str) -> int:
+    """3 for the 32×32 (CIFAR-10) architectures, 1 for the others."""
+    from conferprint.models import arch_info
+
+    return 3 if arch_info(arch).input_size == 32 else 1
+
+
 def random_images(arch: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random inputs of ``arch``'s shape and random labels (a training step's cost ignores the pixels)."""
     from conferprint.models import arch_info
 
     size = arch_info(arch).input_size
-    c = 3 if size == 32 else 1
-    return torch.rand(n, c, size, size, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+    return (torch.rand(n, input_channels(arch), size, size, generator=generator),
+            torch.randint(0, 10, (n,), generator=generator))
+
+
+def benchmark_model(arch: str, seed: int = 0) -> torch.nn.Module:
+    """A fresh 10-class model of ``arch`` for ``random_images``' inputs, seeded."""
+    from conferprint.models import build_model
+
+    return build_model(arch, in_channels=input_channels(arch), num_classes=10, seed=seed)
+
+
+def input_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+    """One CEM member's cost, ``steps`` times: eval mode, the weights frozen as CEM freezes them, the forward pass
+    and the backward pass to the input (in the model's layout). Returns the last gradient."""
+    from conferprint.training import uses_channels_last
+
+    model.eval()
+    for q in model.parameters():
+        q.requires_grad_(False)
+    grad = None
+    for _ in range(steps):
+        xi = x.detach().clone()
+        if uses_channels_last(model):
+            xi = xi.contiguous(memory_format=torch.channels_last)
+        xi.requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(xi), y).backward()
+        grad = xi.grad
+    return grad
+
+
+def time_interleaved(variants: list, kinds: dict[str, Callable[[Any], Any]], repeats: int,
+                     after_repeat: Callable[[dict], None] | None = None) -> dict[str, dict[str, list[float]]]:
+    """Seconds of ``kinds[kind](variant)`` for every kind and variant, ``repeats`` times, the variants' order rotated
+    each repeat so that drifts of the machine's speed hit them alike: ``seconds[kind][variant]``, one per repeat.
+    ``after_repeat(outputs)`` sees each repeat's results, ``outputs[kind][variant]``."""
+    secs: dict[str, dict[str, list[float]]] = {k: {v: [] for v in variants} for k in kinds}
+    for r in range(repeats):
+        order = variants[r % len(variants):] + variants[: r % len(variants)]
+        outputs: dict[str, dict[str, Any]] = {k: {} for k in kinds}
+        for kind, fn in kinds.items():
+            for v in order:
+                t = time.perf_counter()
+                outputs[kind][v] = fn(v)
+                secs[kind][v].append(time.perf_counter() - t)
+        if after_repeat is not None:
+            after_repeat(outputs)
+    return secs
+
+
+def paired_speedup(secs: dict[str, list[float]], old: str, new: str) -> float:
+    """``new``'s speed-up over ``old``: the median of the repeats' paired ratios (timed in the same repeat)."""
+    return statistics.median(a / b for a, b in zip(secs[old], secs[new]))

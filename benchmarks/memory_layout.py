@@ -17,14 +17,13 @@ paired ratios). Writes benchmarks/results/memory-layout.json.
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
-from _common import random_images, speed_parser, write_speed_result
-import torch.nn.functional as F
+from _common import (benchmark_model, input_gradients, paired_speedup, random_images, speed_parser, time_interleaved,
+                     write_speed_result)
 from torch import nn
 
-from conferprint.models import arch_info, build_model
+from conferprint.models import arch_info
 from conferprint.training import TrainConfig, train_model
 
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -40,12 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for arch in args.archs:
         info = arch_info(arch)
-        c = 3 if info.input_size == 32 else 1
         x, y = random_images(arch, args.n, gen)
         xb, yb = x[: args.batch], y[: args.batch]
 
         def fresh(layout: str) -> nn.Module:
-            m = build_model(arch, in_channels=c, num_classes=10, seed=0).to(memory_format=LAYOUTS[layout])
+            m = benchmark_model(arch).to(memory_format=LAYOUTS[layout])
             m.train_channels_last = layout == "channels_last"  # train in this layout, not the registry's
             return m
 
@@ -53,32 +51,19 @@ def main(argv: list[str] | None = None) -> int:
             train_model(fresh(layout), x, y, cfg, seed=0)
 
         def gradients(layout: str) -> None:
-            m = fresh(layout).eval()
-            for q in m.parameters():
-                q.requires_grad_(False)
-            for _ in range(args.grad_steps):
-                xi = xb.clone().contiguous(memory_format=LAYOUTS[layout]).requires_grad_(True)
-                F.cross_entropy(m(xi), yb).backward()
+            input_gradients(fresh(layout), xb, yb, args.grad_steps)
 
         for layout in LAYOUTS:  # warm-up
             train_model(fresh(layout), x[: args.batch * 2], y[: args.batch * 2],
                         TrainConfig(epochs=1, batch_size=args.batch), seed=0)
             gradients(layout)
-        secs = {kind: {layout: [] for layout in LAYOUTS} for kind in ("train", "gradient")}
-        for r in range(args.repeats):  # interleaved and rotated, so drifts of the machine's speed hit both alike
-            order = list(LAYOUTS)[r % 2:] + list(LAYOUTS)[: r % 2]
-            for kind, fn in (("train", train), ("gradient", gradients)):
-                for layout in order:
-                    t = time.perf_counter()
-                    fn(layout)
-                    secs[kind][layout].append(time.perf_counter() - t)
+        secs = time_interleaved(list(LAYOUTS), {"train": train, "gradient": gradients}, args.repeats)
         row = {"arch": arch, "registry": {"channels_last": info.channels_last,
                                           "train_channels_last": info.train_channels_last}, "seconds": secs}
         work = {"train": args.n * args.epochs, "gradient": args.batch * args.grad_steps}
         for kind, images in work.items():
             row[f"{kind}_images_per_s"] = {k: images / statistics.median(v) for k, v in secs[kind].items()}
-            row[f"{kind}_channels_last_speedup"] = statistics.median(
-                c / cl for c, cl in zip(secs[kind]["contiguous"], secs[kind]["channels_last"]))
+            row[f"{kind}_channels_last_speedup"] = paired_speedup(secs[kind], "contiguous", "channels_last")
         rows.append(row)
         print(f"{arch:12s} train: channels_last {row['train_images_per_s']['channels_last']:7.0f}, contiguous "
               f"{row['train_images_per_s']['contiguous']:7.0f} img/s (channels_last x{row['train_channels_last_speedup']:.3f}); "

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-from _common import random_images, write_speed_result
+from _common import benchmark_model, random_images, synchronize, time_interleaved, write_speed_result
 
 from conferprint.device import resolve_device
-from conferprint.models import arch_info, build_model
 from conferprint.training import PREDICT_BATCH, PREDICT_BATCH_DEFAULT, predict_logits
 
 
@@ -35,24 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(0)
     rows = []
     for arch in args.archs:
-        c = 3 if arch_info(arch).input_size == 32 else 1
         x = random_images(arch, args.n, gen)[0].to(dev)
-        model = build_model(arch, in_channels=c, num_classes=10, seed=0).to(dev)
+        model = benchmark_model(arch).to(dev)
         reference = predict_logits(model, x, max(args.batches))
-        secs: dict[int, list[float]] = {b: [] for b in args.batches}
         same = {}
         for b in args.batches:  # warm-up, and the logits compared
             same[b] = torch.equal(predict_logits(model, x, b), reference)
         if not all(same.values()):
             raise SystemExit(f"{arch}: batch sizes {[b for b, s in same.items() if not s]} change the logits")
-        for r in range(args.repeats):
-            order = args.batches[r % len(args.batches):] + args.batches[: r % len(args.batches)]
-            for b in order:
-                t = time.perf_counter()
-                predict_logits(model, x, b)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                secs[b].append(time.perf_counter() - t)
+
+        def predict(b: int) -> None:
+            predict_logits(model, x, b)
+            synchronize(dev)
+
+        secs = time_interleaved(args.batches, {"predict": predict}, args.repeats)["predict"]
         ips = {b: args.n / statistics.median(v) for b, v in secs.items()}
         fastest = {b: args.n / min(v) for b, v in secs.items()}
         rows.append({"arch": arch, "images_per_s": ips, "images_per_s_fastest": fastest, "seconds": secs,

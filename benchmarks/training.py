@@ -19,11 +19,11 @@ from __future__ import annotations
 import time
 
 import torch
-from _common import random_images, speed_parser, synchronize, write_speed_result
+from _common import benchmark_model, random_images, speed_parser, synchronize, write_speed_result
 import torch.nn.functional as F
 
 from conferprint.device import resolve_device
-from conferprint.models import arch_info, build_model
+from conferprint.models import arch_info
 from conferprint.training import TrainConfig, train_model, uses_channels_last
 
 
@@ -71,13 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for arch in args.archs:
         size = arch_info(arch).input_size
-        c = 3 if size == 32 else 1
         # on CPU ResNet-20 is ~15× slower per image than the 28×28 nets: fewer images for 32×32 models
         n = args.n if size == 28 or dev.type == "cuda" else max(args.batch * 4, args.n // 8)
         x, y = (t.to(dev) for t in random_images(arch, n, gen))
 
         def fresh():
-            return build_model(arch, in_channels=c, num_classes=10, seed=0).to(dev)
+            return benchmark_model(arch).to(dev)
 
         bf16 = args.bf16
         ours(fresh(), x[: args.batch * 2], y[: args.batch * 2], 1, args.batch, 0.05, True, bf16)  # warm-up
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         order = list(runners)
         for r in range(args.repeats):  # interleaved and rotated, so drifts of machine speed hit all alike
             for k in order[r % 3:] + order[: r % 3]:
-                res[k].append(runners[k]())
+                res[k].append(runners[k]())  # each loop times itself, its fresh model's build left out
         images = n * args.epochs
         med = {k: sorted(v)[len(v) // 2] for k, v in res.items()}
         rows.append({"arch": arch, "images": images, "seconds": res,

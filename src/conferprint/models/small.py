@@ -4,10 +4,10 @@ and 8×8 digits (tests).
 Where a ReLU meets a max-pooling, the pooling comes first. ReLU is monotone, so the two commute exactly: the
 same outputs and, bit for bit, the same gradients (where a window's maximum is ≤ 0 both orders pass a zero
 gradient), with the ReLU and its backward pass on a quarter of the values. On the 2-core CPU the zoo's loop
-trains cnn_small 1.14× faster and LeNet 1.03×, the larger cnn within the machine's noise, and CEM's input
-gradients run 1.03–1.11× faster (``python benchmarks/pool_order.py``, which checks that both orders train the
-same weights bit for bit). The swapped modules have no parameters, so the parameters keep their indices and
-models saved before the swap load unchanged.
+trains cnn_small 1.08–1.14× faster and LeNet 1.00–1.03× (two runs), the larger cnn within the machine's noise,
+and CEM's input gradients run 1.00–1.15× faster (``python benchmarks/pool_order.py``, which checks that both
+orders train the same weights bit for bit). The swapped modules have no parameters, so the parameters keep their
+indices and models saved before the swap load unchanged.
 """
 from __future__ import annotations
 
