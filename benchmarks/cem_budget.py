@@ -33,7 +33,7 @@ from _common import run_draws  # run as a script: its folder is on sys.path
 from candidate_signals import agreement  # (models, examples): 1 where a model gives the key
 from mix_share import POOLS, evaluate, pools_of, top  # the replayed pools and the quickstart's scoring
 from control_recipe import cheapest_eligible  # the cost levers' rule (§30, §31)
-from pool_control import draw_cell, make_control, open_draw, totals_cells
+from pool_control import draw_cell, make_control, open_draw, seed_table, totals_cells
 
 log = logging.getLogger("cem_budget")
 STEM = "cem-budget-fashion-mnist"
@@ -109,13 +109,7 @@ def write_markdown(payload: dict, path: Path) -> None:
              "`max_candidates` does. Score: CAEAcc on the fingerprint − CAEAcc on the default's control (50 PGD steps). "
              "Cells: calibrated AUC / margin / d′ (surrogates, references called stolen by the threshold refitted on the "
              "12 calibration references); kept examples shared with the study's 100. Met: AUC ≥ 0.95 and margin > 0.", "",
-             "| seed | " + " | ".join(names) + " |", "| --- | " + " | ".join("---" for _ in names) + " |"]
-    for r in runs:
-        cells = []
-        for name in names:
-            s = r["settings"][name]
-            cells.append("too few kept" if s is None else f"{draw_cell(s)}; {s['same_as_study']}")
-        lines.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
+             *seed_table(runs, names, lambda s: "too few kept" if s is None else f"{draw_cell(s)}; {s['same_as_study']}")]
     if runs:
         t = decide(runs)
         lines += ["", f"Over {len(runs)} draws:", "",

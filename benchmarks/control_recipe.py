@@ -42,7 +42,7 @@ from conferprint.fingerprint import PGD
 from _common import run_draws  # run as a script: its folder is on sys.path
 from candidate_signals import agreement  # (models, examples): 1 where a model gives the key
 from mix_share import evaluate  # the quickstart's scoring and threshold
-from pool_control import draw_cell, make_control, open_draw, totals, totals_cells, within_group_corr
+from pool_control import draw_cell, make_control, open_draw, seed_table, totals, totals_cells, within_group_corr
 
 log = logging.getLogger("control_recipe")
 STEM = "control-recipe-fashion-mnist"
@@ -135,10 +135,7 @@ def write_markdown(payload: dict, path: Path) -> None:
              "identical; its seconds are this run's cost of the recipe). Cells: calibrated AUC / margin / d′ (surrogates, "
              "references called stolen by the threshold refitted on the 12 calibration references), seconds to make the "
              "control. Met: AUC ≥ 0.95 and margin > 0.", "",
-             "| seed | " + " | ".join(NAMES[1:]) + " |", "| --- | " + " | ".join("---" for _ in NAMES[1:]) + " |"]
-    for r in runs:
-        lines.append(f"| {r['seed']} | " + " | ".join(f"{draw_cell(r['settings'][name])}, {r['settings'][name]['seconds']:.1f} s"
-                                                      for name in NAMES[1:]) + " |")
+             *seed_table(runs, NAMES[1:], lambda s: f"{draw_cell(s)}, {s['seconds']:.1f} s")]
     if runs:
         t = decide(runs)
         lines += ["", f"Over {len(runs)} draws:", "",

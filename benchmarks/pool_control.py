@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -132,6 +133,12 @@ def draw_cell(s: dict) -> str:
             f"({s['surrogates_stolen']}, {s['references_stolen']}){met}")
 
 
+def seed_table(runs: list[dict], names: list[str], cell: Callable[[dict], str] = draw_cell) -> list[str]:
+    """The reports' per-draw table: a row per draw, a column per setting in ``names``, ``cell(setting's result)``."""
+    return (["| seed | " + " | ".join(names) + " |", "| --- | " + " | ".join("---" for _ in names) + " |"]
+            + [f"| {r['seed']} | " + " | ".join(cell(r["settings"][name]) for name in names) + " |" for r in runs])
+
+
 def totals_cells(x: dict) -> str:
     """A setting's :func:`totals` in the reports: goal met | mean d′ | paired change (± se), up on | mean gap |
     surrogates, references called stolen."""
@@ -223,10 +230,7 @@ def write_markdown(payload: dict, path: Path) -> None:
              "controls hold 500 of CEM's other candidates (375 mistakes, 125 correct answers; adversarial, not in the "
              "fingerprint): at random, or those the training references follow most; `+ study` averages the two controls. "
              "Cells: calibrated AUC / margin / d′ (surrogates, references called stolen by the threshold refitted on the 12 "
-             "calibration references). Met: AUC ≥ 0.95 and margin > 0.", "",
-             "| seed | " + " | ".join(CONTROLS) + " |", "| --- | " + " | ".join("---" for _ in CONTROLS) + " |"]
-    for r in runs:
-        lines.append(f"| {r['seed']} | " + " | ".join(draw_cell(r["settings"][name]) for name in CONTROLS) + " |")
+             "calibration references). Met: AUC ≥ 0.95 and margin > 0.", "", *seed_table(runs, CONTROLS)]
     if runs:
         t = candidates(runs)
         lines += ["", f"Over {len(runs)} draws:", "",
