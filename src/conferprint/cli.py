@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from conferprint.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # keep freed tensor memory in the process: up to 1.2x faster training here (allocator.py)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from conferprint.errors import ConferprintError
 

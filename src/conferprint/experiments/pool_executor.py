@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from conferprint.allocator import tune_cpu_allocator
 from conferprint.zoo import ModelSpec, Zoo
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def check_options(workers: int | None = None, threads: int = 1) -> None:
 
 
 def _init_worker(inputs: dict[int, np.ndarray], x_test: np.ndarray, y_test: np.ndarray, threads: int) -> None:
+    tune_cpu_allocator()  # as the conferprint command does for itself
     torch.set_num_threads(threads)
     _STATE.update(inputs={k: torch.from_numpy(v) for k, v in inputs.items()}, x_test=torch.from_numpy(x_test),
                   y_test=torch.from_numpy(y_test))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from conferprint.allocator import tune_cpu_allocator
 from conferprint.zoo import ModelSpec, Zoo
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def train_task(zoo_root: str, spec_json: dict, x: torch.Tensor, y: torch.Tensor,
     from conferprint.experiments.zoo_builder import fit_model
     from conferprint.training import teacher_labels
 
+    tune_cpu_allocator()  # as the conferprint command does for itself (the worker's CONFERPRINT_TUNE_MALLOC)
     torch.set_num_threads(threads)  # a Ray worker process: one model, the CPUs it was granted
     zoo = Zoo(zoo_root)
     spec = ModelSpec.from_json(spec_json)
