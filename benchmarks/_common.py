@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from conferprint._io import atomic_write_text
+from conferprint.allocator import tune_cpu_allocator, tuned as allocator_tuned
 from conferprint.experiments.quickstart import DEFAULT, versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,7 @@ def run_studies(argv: list[str] | None, *, script: str, stem: str, description: 
     ``docs/results/<stem>.md`` after every study, so an interrupted run keeps what it finished."""
     from ensemble_families import open_log, put_run  # it imports this module
 
+    tune_cpu_allocator()  # as the conferprint command does
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--studies", nargs="+", default=["seed0", "seed1", "seed2"])
     p.add_argument("--data-dir", default=None)
@@ -97,6 +99,7 @@ def run_draws(argv: list[str] | None, *, script: str, stem: str, description: st
     applied, and ``write_md`` renders ``docs/results/<stem>.md`` after every draw."""
     from ensemble_families import open_log, put_run  # it imports this module
 
+    tune_cpu_allocator()  # as the conferprint command does
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     if options is not None:
@@ -141,7 +144,8 @@ def write_speed_result(script: str, argv: list[str] | None, stem: str, payload: 
     """``benchmarks/results/<stem>.json``: ``payload`` after the command that made it, then machine and versions."""
     out = ROOT / "benchmarks" / "results" / f"{stem}.json"
     full = {"command": f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv), **payload,
-            "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()}, "versions": versions()}
+            "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
+                                      "heap_tuned": allocator_tuned()}, "versions": versions()}
     atomic_write_text(out, json.dumps(full, indent=2))
     return out
 

@@ -17,6 +17,7 @@ import statistics
 import torch
 from _common import benchmark_model, random_images, synchronize, time_interleaved, write_speed_result
 
+from conferprint.allocator import tune_cpu_allocator
 from conferprint.device import resolve_device
 from conferprint.training import PREDICT_BATCH, PREDICT_BATCH_DEFAULT, predict_logits
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archs", nargs="+", default=["cnn_small", "lenet_bn", "cnn", "mlp"])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
+    tune_cpu_allocator()  # as the conferprint command does
     dev = resolve_device(args.device)
     gen = torch.Generator().manual_seed(0)
     rows = []

@@ -29,6 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from conferprint._io import atomic_write_text
+from conferprint.allocator import tune_cpu_allocator
 from conferprint.experiments.quickstart import PRESETS, run_quickstart, versions
 from conferprint.verify import roc_auc, separation_margin
 from conferprint.verify.calibration import tolerance_threshold
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_cpu_allocator()  # as the conferprint command does
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--data-dir", default=None)

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from conferprint._io import atomic_write_text
+from conferprint.allocator import tune_cpu_allocator
 from conferprint.experiments.quickstart import (
     CIFAR10_CPU_HOUR, CONTROL_NAME, DEFAULT, QuickstartConfig, _make_fingerprint, per_arch, prepare_study, score_models,
     summarize, versions,
@@ -464,6 +465,7 @@ def plot_eps(run: dict, path: Path, dataset: str = "fashion-mnist") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_cpu_allocator()  # as the conferprint command does
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist", choices=list(DEFAULT_CONFIRM))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conferprint.allocator import tune_cpu_allocator
 from conferprint.data import load_digits
 from conferprint.models import build_model
 from conferprint.training import TrainConfig, teacher_labels, train_model
@@ -14,6 +15,8 @@ SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar-10-batches-py"
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 torch.set_num_threads(2)
+# as the conferprint command does (the suite calls it too): freed tensor memory stays in the process
+tune_cpu_allocator()
 
 
 @pytest.fixture(scope="session")

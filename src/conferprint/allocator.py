@@ -31,6 +31,7 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 1 << 30  # requests up to 1 GiB come from the heap (a batch's activations are megabytes)
 TRIM_THRESHOLD = (1 << 31) - 1  # mallopt takes a C int: the heap is trimmed only above 2 GiB of free top
 ENV = "CONFERPRINT_TUNE_MALLOC"
+_TUNED = False  # set once tune_cpu_allocator has applied its settings in this process
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -64,6 +65,13 @@ def tune_cpu_allocator(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int
     # the mmap threshold first, and the trim threshold only if it took: setting either turns glibc's dynamic
     # thresholds off, and the trim threshold alone, with the mmap threshold back at 128 KiB, is the slowest
     # setting of all (every buffer a fresh mapping)
+    global _TUNED
     if libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) != 1:
         return False
-    return libc.mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1
+    _TUNED = libc.mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1 or _TUNED
+    return _TUNED
+
+
+def tuned() -> bool:
+    """Whether :func:`tune_cpu_allocator` has applied its settings in this process (benchmarks record it)."""
+    return _TUNED
