@@ -1,17 +1,18 @@
 """glibc's default heap settings against `conferprint.allocator.tune_cpu_allocator`, each in its own process.
 
     python benchmarks/allocator.py [--repeats 4] [--n 8192] [--epochs 1] [--archs cnn_small lenet_bn mlp cnn]
+    python benchmarks/allocator.py --archs resnet20 cnn_small32 cnn32 --stem allocator-cifar ...
 
 The settings are per process and cannot be undone, so every measurement is a fresh child process
 (``--child default|tuned``), the two kinds alternating and their order rotated each repeat. A child does
-what a quickstart process does with each architecture in turn, on random images of Fashion-MNIST's
-shape: it trains a seeded model with the zoo's loop (`train_model`), then predicts on the same images
+what a quickstart process does with each architecture in turn, on random images of its input shape
+(28×28 grey, or 32×32 colour for the CIFAR-10 architectures): it trains a seeded model with the zoo's loop (`train_model`), then predicts on the same images
 (`predict_logits`) and runs CEM's input-gradient pass on a batch of candidates (`_common.input_gradients`),
 timing each and counting the minor page faults (`getrusage`) it took. It first allocates and frees a
 dataset-sized tensor, as loading the data does. Reports per architecture and kind the median images/s,
 the paired speed-up (median of the repeats' ratios) and the page faults, and the children's peak
 resident memory; fails unless every child trained the same weights, bit for bit (the settings must not
-change the numbers). Writes benchmarks/results/allocator.json.
+change the numbers). Writes benchmarks/results/allocator.json (``--stem``: another name).
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def child(kind: str, archs: list[str], n: int, epochs: int, grad_steps: int) -> 
 def main(argv: list[str] | None = None) -> int:
     p = speed_parser(n=8192, epochs=1, repeats=4, archs=["cnn_small", "lenet_bn", "mlp", "cnn"])
     p.add_argument("--grad-steps", type=int, default=20, help="CEM input-gradient passes over 256 candidates")
+    p.add_argument("--stem", default="allocator", help="results file: benchmarks/results/<stem>.json")
     p.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 "faults_range": {k: [min(v), max(v)] for k, v in faults.items()},
             }
     rss = {k: [run["max_rss_mib"] for run in runs if run["kind"] == k] for k in KINDS}
-    path = write_speed_result("allocator.py", argv, "allocator", {
+    path = write_speed_result("allocator.py", argv, args.stem, {
         "n": args.n, "epochs": args.epochs, "grad_steps": args.grad_steps, "repeats": args.repeats,
         "same_weights": same, "summary": summary, "max_rss_mib": rss, "runs": runs,
     })
