@@ -90,3 +90,11 @@ def test_the_command_tunes_the_heap_before_it_runs(monkeypatch, capsys):
     assert cli.main(["archs"]) == 0
     assert calls == [True]
     assert "cnn_small" in capsys.readouterr().out
+
+
+def test_the_command_reports_a_bad_setting_as_an_error(monkeypatch, capsys):
+    from conferprint import cli
+
+    monkeypatch.setenv(ENV, "on")
+    assert cli.main(["archs"]) == 2
+    assert f"{ENV} must be 0 or 1" in capsys.readouterr().err
