@@ -144,8 +144,8 @@ def write_speed_result(script: str, argv: list[str] | None, stem: str, payload: 
     """``benchmarks/results/<stem>.json``: ``payload`` after the command that made it, then machine and versions."""
     out = ROOT / "benchmarks" / "results" / f"{stem}.json"
     full = {"command": f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv), **payload,
-            "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                                      "heap_tuned": allocator_tuned()}, "versions": versions()}
+            "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "heap_tuned": allocator_tuned()},
+            "versions": versions()}
     atomic_write_text(out, json.dumps(full, indent=2))
     return out
 
