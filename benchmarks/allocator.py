@@ -77,6 +77,27 @@ def child(kind: str, archs: list[str], n: int, epochs: int, grad_steps: int) -> 
             "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def summarize(runs: list[dict], archs: list[str]) -> tuple[dict[str, set[str]], dict]:
+    """The children's runs (one default and one tuned per repeat, in that repeat's order) as the weights' digests
+    seen per architecture and, per architecture and stage, the median images/s of each kind, the median of the
+    repeats' paired speed-ups (tuned over default), and the page faults' median and range."""
+    digests = {a: {run["rows"][a]["digest"] for run in runs} for a in archs}
+    summary: dict = {}
+    for a in archs:
+        summary[a] = {}
+        for stage in STAGES:
+            speed = {k: [run["rows"][a][stage]["images"] / run["rows"][a][stage]["seconds"]
+                         for run in runs if run["kind"] == k] for k in KINDS}
+            faults = {k: [run["rows"][a][stage]["faults"] for run in runs if run["kind"] == k] for k in KINDS}
+            summary[a][stage] = {
+                "images_per_s_median": {k: statistics.median(v) for k, v in speed.items()},
+                "speedup_paired_median": statistics.median(t / d for d, t in zip(speed["default"], speed["tuned"])),
+                "faults_median": {k: statistics.median(v) for k, v in faults.items()},
+                "faults_range": {k: [min(v), max(v)] for k, v in faults.items()},
+            }
+    return digests, summary
+
+
 def main(argv: list[str] | None = None) -> int:
     p = speed_parser(n=8192, epochs=1, repeats=4, archs=["cnn_small", "lenet_bn", "mlp", "cnn"])
     p.add_argument("--grad-steps", type=int, default=20, help="CEM input-gradient passes over 256 candidates")
@@ -97,21 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"repeat {r} {kind}: " + ", ".join(
                 f"{a} {v['train']['images'] / v['train']['seconds']:.0f} img/s ({v['train']['faults']} faults)"
                 for a, v in runs[-1]["rows"].items()), flush=True)
-    digests = {a: {run["rows"][a]["digest"] for run in runs} for a in args.archs}
+    digests, summary = summarize(runs, args.archs)
     same = all(len(d) == 1 for d in digests.values())
-    summary = {}
-    for a in args.archs:
-        summary[a] = {}
-        for stage in STAGES:
-            speed = {k: [run["rows"][a][stage]["images"] / run["rows"][a][stage]["seconds"]
-                         for run in runs if run["kind"] == k] for k in KINDS}
-            faults = {k: [run["rows"][a][stage]["faults"] for run in runs if run["kind"] == k] for k in KINDS}
-            summary[a][stage] = {
-                "images_per_s_median": {k: statistics.median(v) for k, v in speed.items()},
-                "speedup_paired_median": statistics.median(t / d for d, t in zip(speed["default"], speed["tuned"])),
-                "faults_median": {k: statistics.median(v) for k, v in faults.items()},
-                "faults_range": {k: [min(v), max(v)] for k, v in faults.items()},
-            }
     rss = {k: [run["max_rss_mib"] for run in runs if run["kind"] == k] for k in KINDS}
     path = write_speed_result("allocator.py", argv, args.stem, {
         "n": args.n, "epochs": args.epochs, "grad_steps": args.grad_steps, "repeats": args.repeats,

@@ -715,3 +715,30 @@ def test_pooling_before_the_relu_is_the_textbook_network_bit_for_bit(arch):
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
     assert all(torch.equal(a, b) for a, b in zip(outs[0][2], outs[1][2]))
     assert outs[0][1].abs().sum() > 0
+
+
+def test_allocator_benchmark_pairs_each_repeat_and_flags_other_weights():
+    """benchmarks/allocator.py: a child's rows (the real thing, in this process) and the summary of the repeats:
+    speed-ups paired within a repeat, and the weights' digests that must agree across the kinds."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from allocator import STAGES, child, summarize
+
+    got = child("default", ["mlp"], 512, 1, 2)
+    row = got["rows"]["mlp"]
+    assert set(row) == {*STAGES, "digest"} and row["train"]["images"] == 512 and row["gradients"]["images"] == 512
+    assert child("default", ["mlp"], 512, 1, 2)["rows"]["mlp"]["digest"] == row["digest"]  # seeded: the same weights
+
+    def run(kind, repeat, seconds, digest="a"):
+        stage = {"seconds": seconds, "images": 100, "faults": 10 if kind == "default" else 1}
+        return {"kind": kind, "repeat": repeat, "rows": {"m": {"digest": digest, **{s: stage for s in STAGES}}}}
+
+    # repeat 0: tuned twice as fast; repeat 1: tuned 4/3 as fast; repeat 2 tuned slower (0.5)
+    runs = [run("default", 0, 2.0), run("tuned", 0, 1.0), run("tuned", 1, 3.0), run("default", 1, 4.0),
+            run("default", 2, 1.0), run("tuned", 2, 2.0)]
+    digests, summary = summarize(runs, ["m"])
+    train = summary["m"]["train"]
+    assert train["speedup_paired_median"] == pytest.approx(4 / 3)
+    assert train["images_per_s_median"] == {"default": 50.0, "tuned": pytest.approx(100 / 2)}
+    assert train["faults_median"] == {"default": 10, "tuned": 1} and digests == {"m": {"a"}}
+    digests, _ = summarize(runs[:-1] + [run("tuned", 2, 2.0, digest="b")], ["m"])
+    assert digests == {"m": {"a", "b"}}
