@@ -11,7 +11,8 @@ does not depend on them. On CUDA (``--device cuda``) every timing ends with a sy
 - **CEM**: `CEM.attack` (member dropout 0.5, soft conferrability loss, Adam on the perturbation,
   projection) for `--steps` steps on one batch; model-images/s counts every member call it made.
 - **bare**: the same models, each called on the same batch and summed, one backward to the input, no
-  dropout, no loss, no optimiser — the models' own forward and backward cost.
+  dropout, no loss, no optimiser — the models' own forward and backward cost. Both sides call the members with
+  their BatchNorms folded (``Member``; since stop 38), as CEM does.
 - **vmap**: the group of the source's architecture through `torch.func.vmap` over stacked weights
   (one batched call), against a plain loop over that group.
 - ``--bf16``: ``CEM(bf16=True)`` (bf16 autocast in the optimisation) against the bare models under the same
@@ -37,7 +38,7 @@ from _common import synchronize
 from conferprint._io import atomic_write_text
 from conferprint.device import resolve_device
 from conferprint.experiments.quickstart import PRESETS, versions
-from conferprint.fingerprint.ensemble import freeze
+from conferprint.fingerprint.ensemble import folded, freeze
 from conferprint.models import arch_info, build_model
 from conferprint.training import uses_channels_last
 
@@ -87,7 +88,8 @@ def bare(models: list[nn.Module], x: torch.Tensor, steps: int, bf16: bool = Fals
 
 
 def time_cem(cem, source, surr, refs, x, y, steps: int) -> tuple[float, int]:
-    counted = [Counted(m) for m in [source, *surr, *refs]]
+    # folded first, as CEM.generate folds its members once per run: the wrapper itself is not folded
+    counted = [Counted(m) for m in folded([source, *surr, *refs])]
     cem = replace(cem, steps=steps)
     synchronize(x.device)
     t = time.perf_counter()

@@ -742,3 +742,23 @@ def test_allocator_benchmark_pairs_each_repeat_and_flags_other_weights():
     assert train["faults_median"] == {"default": 10, "tuned": 1} and digests == {"m": {"a"}}
     digests, _ = summarize(runs[:-1] + [run("tuned", 2, 2.0, digest="b")], ["m"])
     assert digests == {"m": {"a", "b"}}
+
+
+def test_fold_batchnorm_benchmark_times_both_kinds_and_measures_how_far_they_are_apart():
+    """benchmarks/fold_batchnorm.py: the folded and unfolded members really differ in kind (the switch restores
+    Member's folding), agree up to rounding, and the CEM row times both on the default ensemble."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import conferprint.fingerprint.ensemble as ensemble
+    from conferprint.models import build_model
+    from fold_batchnorm import cem, members, unfolded
+
+    m = build_model("cnn_small", in_channels=1, num_classes=10, seed=0).eval()
+    with unfolded():
+        assert ensemble.Member(m).model is m
+    assert ensemble.Member(m).model is not m
+    (row,) = members(["lenet_bn"], 1, 1)
+    assert row["arch"] == "lenet_bn" and set(row["seconds"]) == {"model", "folded"} and row["speedup"] > 0
+    assert 0 < row["max_abs_logit_diff"] < 1e-4 and row["max_grad_diff_relative"] < 1e-4
+    got = cem(1, 1)
+    assert got["members"] == 27 and set(got["seconds"]) == {"unfolded", "folded"}
+    assert 0 <= got["max_abs_input_diff"] <= 2 * 0.05  # both inside the same ε-ball around the same inputs

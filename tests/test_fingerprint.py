@@ -359,3 +359,52 @@ def test_bf16_optimisation_gives_a_valid_fingerprint_selected_in_fp32(cem_fp, di
         refs = torch.stack([r(fp.inputs).argmax(1) for r in m["references"]])
     assert torch.allclose(confer(surr, refs, fp.keys), fp.train_confer)
     assert (fp.train_confer >= cem.tau - 1e-6).all()
+
+
+def test_members_call_a_folded_copy_and_freeze_the_model_itself():
+    from conferprint.fingerprint.ensemble import Member
+    from conferprint.models import build_model
+
+    m = build_model("lenet_bn", in_channels=1, num_classes=10, seed=0)
+    member = Member(m)
+    assert not m.training and not any(p.requires_grad for p in m.parameters())
+    assert member.model is not m and getattr(member.model, "batchnorm_folded", False)
+    assert not any(p.requires_grad for p in member.model.parameters())
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(member.logits(x), m(x), rtol=1e-4, atol=1e-5)
+    assert Member(m, fold=False).model is m  # IPGuard's: the model's own outputs
+
+
+def test_cem_folds_each_member_once_per_run_and_selects_on_the_models_themselves(monkeypatch):
+    import conferprint.fingerprint.ensemble as ensemble
+    from conferprint.models import build_model
+
+    folds = []
+    real = ensemble.fold_batchnorm
+
+    def counting(model):
+        out = real(model)
+        if out is not model:
+            folds.append(model)
+        return out
+
+    monkeypatch.setattr(ensemble, "fold_batchnorm", counting)
+    models = [build_model(a, in_channels=1, num_classes=10, seed=i).eval()
+              for i, a in enumerate(["cnn_small", "lenet_bn", "mlp", "cnn_small", "lenet_bn"])]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(96, 1, 28, 28, generator=g)
+    y = models[0](x).argmax(1)  # every candidate classified correctly by the untrained source
+    cem = CEM(eps=0.2, steps=3, lr=0.05, size=4, batch_size=32, max_candidates=96, tau=0.0, balance=False,
+              target="conferrable", search="best")  # every batch optimised
+    called = []
+    attack = CEM.attack
+    monkeypatch.setattr(CEM, "attack", lambda self, s, su, re, *a, **k: called.append((s, *su, *re)) or
+                        attack(self, s, su, re, *a, **k))
+    fp = cem.generate(models[0], models[1:3], models[3:], x, y, seed=0, num_classes=10)
+    assert len(fp) > 0
+    # the four BatchNorm models folded once each for the three batches; the MLP has nothing to fold
+    assert sorted(map(id, folds)) == sorted(id(m) for m in models if m is not models[2])
+    assert len(called) == 3 and all(getattr(c, "batchnorm_folded", False) or c is models[2] for c in called[0])
+    # the kept examples' keys are the source's own labels (selection on the model itself)
+    assert torch.equal(models[0](fp.inputs).argmax(1), fp.keys)

@@ -67,3 +67,75 @@ def test_the_cli_offers_every_preset():
     from conferprint.experiments.quickstart import PRESETS
 
     assert list(PRESET_NAMES) == list(PRESETS)
+
+
+def _with_statistics(name: str, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor]:
+    """An eval-mode model of ``name`` whose BatchNorms hold running statistics of real passes (fresh ones are the
+    identity map), and a batch of its inputs."""
+    info = arch_info(name)
+    cin = 3 if info.input_size == 32 else 1
+    m = build_model(name, in_channels=cin, num_classes=10, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(3):  # training-mode passes move the running mean and variance
+            m(torch.rand(32, cin, info.input_size, info.input_size, generator=g) * 2)
+    return m.eval(), torch.rand(16, cin, info.input_size, info.input_size, generator=g)
+
+
+@pytest.mark.parametrize("name", ["cnn_small", "lenet_bn", "cnn32", "resnet20"])
+def test_fold_batchnorm_computes_the_same_function_without_batchnorm(name):
+    from conferprint.models.common import fold_batchnorm
+    from conferprint.training import uses_channels_last
+
+    m, x = _with_statistics(name)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    f = fold_batchnorm(m)
+    assert f is not m and f.batchnorm_folded
+    assert not any(isinstance(q, torch.nn.BatchNorm2d) for q in f.modules())
+    # the original is untouched: its BatchNorms and every weight and statistic
+    assert any(isinstance(q, torch.nn.BatchNorm2d) for q in m.modules())
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    # the weights keep the model's layout, so its members' inputs are laid out as before
+    assert uses_channels_last(f) == uses_channels_last(m)
+    assert [p.is_contiguous(memory_format=torch.channels_last) for p in f.parameters() if p.ndim == 4][-1] == \
+        [p.is_contiguous(memory_format=torch.channels_last) for p in m.parameters() if p.ndim == 4][-1]
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = m(xa), f(xb)
+    torch.testing.assert_close(yb, ya, rtol=1e-4, atol=1e-5)  # rounding, not bit for bit
+    assert float((ya - yb).detach().abs().max()) > 0  # really another computation
+    ya.logsumexp(1).sum().backward()
+    yb.logsumexp(1).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-4, atol=1e-6)
+    assert fold_batchnorm(f) is f  # folded once
+
+
+def test_fold_batchnorm_returns_what_it_cannot_fold_as_it_is():
+    from torch import nn
+
+    from conferprint.models.common import fold_batchnorm
+
+    m, x = _with_statistics("cnn_small")
+    m.train()
+    assert fold_batchnorm(m) is m  # batch statistics: not a fixed map
+    m.eval()
+    m[1][1].train()  # one BatchNorm still in training mode
+    assert fold_batchnorm(m) is m
+    mlp = build_model("mlp", in_channels=1, num_classes=10, seed=0).eval()
+    assert fold_batchnorm(mlp) is mlp  # nothing to fold
+
+    class Counted(nn.Module):  # a wrapper of its own: tracing would drop its count (and a noise draw, a branch)
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.inner(x)
+
+    wrapped = Counted(m).eval()
+    assert fold_batchnorm(wrapped) is wrapped
+    wrapped(x)
+    assert wrapped.calls == 1
+    # a plain stack of PyTorch's layers folds
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    assert getattr(fold_batchnorm(plain), "batchnorm_folded", False)

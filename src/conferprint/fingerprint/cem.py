@@ -18,7 +18,7 @@ from torch import nn
 
 from conferprint.fingerprint.artifact import Fingerprint, concatenate
 from conferprint.device import model_device
-from conferprint.fingerprint.ensemble import freeze, keep_mask, project
+from conferprint.fingerprint.ensemble import folded, freeze, keep_mask, project
 from conferprint.fingerprint.generate import Validation, generate_fingerprint
 
 _LOG_EPS = 1e-12
@@ -187,8 +187,12 @@ class CEM:
                                source_sha256=source_sha256, progress=progress, validation=validation) for c in parts]
             return concatenate(made, {**made[0].manifest, "params": asdict(self)})
         optimiser = self if self.candidates == "correct" else replace(self, target="source", beta=0.0)
+        # the optimisation runs on the members with their BatchNorms folded, made once here; the selection, on the
+        # models themselves
+        src_f, *members = folded([source, *surrogates, *references])
+        surr_f, refs_f = members[: len(surrogates)], members[len(surrogates):]
         return generate_fingerprint(
-            "cem", self, lambda x0, yb, gen, bar: optimiser.attack(source, surrogates, references, x0, yb, gen, bar),
+            "cem", self, lambda x0, yb, gen, bar: optimiser.attack(src_f, surr_f, refs_f, x0, yb, gen, bar),
             source=source, surrogates=surrogates, references=references, x=x, y=y, size=self.size, tau=self.tau,
             balance=self.balance, batch_size=self.batch_size, max_candidates=self.max_candidates, steps=self.steps,
             seed=seed, num_classes=num_classes, source_sha256=source_sha256, progress=progress,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conferprint.fingerprint.artifact import Fingerprint
-from conferprint.fingerprint.ensemble import freeze, keep_mask, project
+from conferprint.fingerprint.ensemble import folded, freeze, keep_mask, project
 from conferprint.fingerprint.generate import generate_fingerprint
 from conferprint.fingerprint.scores import soft_conferrability
 
@@ -87,8 +87,10 @@ class CIGM:
         source_sha256: str | None = None,
         progress: bool = False,
     ) -> Fingerprint:
+        src_f, *members = folded([source, *surrogates, *references])  # once for the run, as CEM.generate does
+        surr_f, refs_f = members[: len(surrogates)], members[len(surrogates):]
         return generate_fingerprint(
-            "c-igm", self, lambda x0, yb, gen, bar: self.attack(source, surrogates, references, x0, yb, gen, bar),
+            "c-igm", self, lambda x0, yb, gen, bar: self.attack(src_f, surr_f, refs_f, x0, yb, gen, bar),
             source=source, surrogates=surrogates, references=references, x=x, y=y, size=self.size, tau=self.tau,
             balance=self.balance, batch_size=self.batch_size, max_candidates=self.max_candidates, steps=self.steps,
             seed=seed, num_classes=num_classes, source_sha256=source_sha256, progress=progress,

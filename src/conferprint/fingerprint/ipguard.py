@@ -74,7 +74,8 @@ class IPGuard:
         return i, j
 
     def perturb(self, source: nn.Module, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        member = freeze([source])[0]
+        # unfolded: the points are kept by the source's own top-two gap (on_boundary), which must see what this saw
+        member = freeze([source], fold=False)[0]
         home, dev = x0.device, model_device(source)
         i, j = (t.to(dev) for t in self.pairs(source, x0, gen))
         x0 = x0.to(dev)
