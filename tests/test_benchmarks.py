@@ -762,3 +762,23 @@ def test_fold_batchnorm_benchmark_times_both_kinds_and_measures_how_far_they_are
     got = cem(1, 1)
     assert got["members"] == 27 and set(got["seconds"]) == {"unfolded", "folded"}
     assert 0 <= got["max_abs_input_diff"] <= 2 * 0.05  # both inside the same ε-ball around the same inputs
+
+
+def test_fingerprint_phases_pairs_each_repeat_per_phase():
+    """benchmarks/fingerprint_phases.py's summary: the baseline's time over this code's within each repeat, the
+    median over repeats, per phase and for the three together."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fingerprint_phases import summarize
+
+    def row(kind, repeat, cem, pgd, control):
+        return {"kind": kind, "repeat": repeat, "timings": {"cem": cem, "pgd": pgd, "control": control}}
+
+    rows = [row("baseline", 0, 60.0, 4.0, 10.0), row("head", 0, 40.0, 4.0, 8.0),
+            row("head", 1, 30.0, 2.0, 10.0), row("baseline", 1, 60.0, 4.0, 10.0),
+            row("baseline", 2, 50.0, 5.0, 5.0), row("head", 2, 50.0, 5.0, 5.0)]
+    s = summarize(rows)
+    assert s["cem"]["speedup_paired_median"] == pytest.approx(1.5)  # 1.5, 2.0, 1.0
+    assert s["pgd"]["speedup_paired_median"] == pytest.approx(1.0)  # 1.0, 2.0, 1.0
+    assert s["control"]["speedup_paired_median"] == pytest.approx(1.0)  # 1.25, 1.0, 1.0
+    assert s["all"]["speedup_paired_median"] == pytest.approx(74 / 52)  # 74/52, 74/42, 60/60
+    assert s["cem"]["seconds_median"] == {"baseline": 60.0, "head": 40.0}
