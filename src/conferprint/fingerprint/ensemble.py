@@ -14,7 +14,7 @@ from conferprint.training import predict_labels, uses_channels_last
 class Member:
     """A frozen ensemble member: eval mode, no parameter gradients, inputs in its memory layout, and its BatchNorms
     folded into the convolutions before them (:func:`~conferprint.models.common.fold_batchnorm`: the same function up
-    to rounding, 1.2–1.5× faster through the small CNNs' forward and backward on a CPU). ``model`` itself is put in
+    to rounding, 1.1–1.7× faster through the small CNNs' forward and backward on a CPU). ``model`` itself is put in
     eval mode with its parameters frozen, as before the folding; the member calls its folded copy. ``fold=False``
     calls ``model`` itself (bit for bit its own outputs: where a criterion checked on the model must hold exactly)."""
 
