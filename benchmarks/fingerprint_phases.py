@@ -66,10 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stem", default="fingerprint-phases")
     args = p.parse_args(argv)
     run = Path(args.run)
+    if not (run / "results.json").is_file() or not (run / "zoo").is_dir():
+        p.error(f"--run {run}: not a finished quickstart output folder (it needs results.json and zoo/)")
+    if args.repeats < 1:
+        p.error(f"--repeats must be ≥ 1, got {args.repeats}")
     res = json.loads((run / "results.json").read_text())
     preset, seed = res["config"]["preset"], int(res["seed"])
-    baseline = subprocess.run(["git", "rev-parse", args.baseline], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+    rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.baseline}^{{commit}}"], cwd=ROOT,
+                         capture_output=True, text=True)
+    if rev.returncode != 0:
+        p.error(f"--baseline {args.baseline!r} is not a commit of this repository")
+    baseline = rev.stdout.strip()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True).stdout)
     rows = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
@@ -85,14 +86,12 @@ def cem(repeats: int, steps: int) -> dict:
     models = [with_statistics(m, x) for m in (source, *surr, *refs)]
     fold = ensemble.folded(models)
     kit = {"unfolded": models, "folded": fold}
-    attack = DEFAULT.cem.part("correct")
+    attack = replace(DEFAULT.cem.part("correct"), steps=steps)
 
     def run(v):
         ms = kit[v]
         with unfolded() if v == "unfolded" else contextlib.nullcontext():
-            return attack.__class__.attack(attack.__class__(**{**attack.__dict__, "steps": steps}), ms[0],
-                                           ms[1: 1 + len(surr)], ms[1 + len(surr):], x, y,
-                                           torch.Generator().manual_seed(0))
+            return attack.attack(ms[0], ms[1: 1 + len(surr)], ms[1 + len(surr):], x, y, torch.Generator().manual_seed(0))
 
     for v in kit:  # warm-up: the first call of each layout pays oneDNN's one-off set-up
         run(v)

@@ -63,6 +63,14 @@ def uses_channels_last(model: nn.Module) -> bool:
     return False
 
 
+def weights_channels_last(model: nn.Module) -> bool:
+    """Whether ``model``'s convolution weights are laid out channels_last, judged by the first 4-D weight whose two
+    layouts differ (:func:`uses_channels_last`, which lays out the inputs, cannot tell a 1-channel first convolution's
+    weight, the same in both layouts, from a contiguous one)."""
+    return next((p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters()
+                 if p.ndim == 4 and p.is_contiguous() != p.is_contiguous(memory_format=torch.channels_last)), False)
+
+
 @contextlib.contextmanager
 def _training_layout(model: nn.Module, dev: torch.device) -> Iterator[bool]:
     """Train ``model`` in the layout its architecture trains fastest in on a CPU (``ArchInfo.train_channels_last``,
@@ -70,10 +78,7 @@ def _training_layout(model: nn.Module, dev: torch.device) -> Iterator[bool]:
     The parameters stay the same objects (their data is re-laid), so optimisers and hooks that hold them still
     work. Yields whether to lay the batches out channels_last (``uses_channels_last`` of the model as trained)."""
     want = getattr(model, "train_channels_last", None)
-    # the weights' layout; uses_channels_last, which lays out the inputs, cannot tell it from a 1-channel first
-    # convolution, whose weight is the same in both layouts
-    own = next((p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters()
-                if p.ndim == 4 and p.is_contiguous() != p.is_contiguous(memory_format=torch.channels_last)), False)
+    own = weights_channels_last(model)
     if dev.type != "cpu" or want is None or bool(want) == own:
         yield uses_channels_last(model)
         return

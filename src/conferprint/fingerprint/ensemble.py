@@ -22,9 +22,7 @@ class Member:
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        self.model = fold_batchnorm(model) if fold else model
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = fold_batchnorm(model) if fold else model  # the folded copy's parameters are frozen as the model's
         self.channels_last = uses_channels_last(self.model)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     from torch import fx
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    from conferprint.training import weights_channels_last
+
     try:
         traced = fx.symbolic_trace(copy.deepcopy(model))
     except Exception as e:  # noqa: BLE001 - folding is an optimisation; any model still works unfolded
@@ -90,8 +92,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     traced.graph.lint()
     traced.recompile()
     traced.delete_all_unused_submodules()
-    if any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-           for p in model.parameters()):
+    if weights_channels_last(model):  # the copy keeps the model's layout
         traced = traced.to(memory_format=torch.channels_last)
     traced.batchnorm_folded = True  # folding it again would only trace it again
     return traced
