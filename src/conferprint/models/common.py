@@ -55,8 +55,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     placeholders: a wrapper that counts calls, draws noise or branches on the data would be traced wrongly or not
     at all), or that ``torch.fx`` still cannot trace. The outputs equal the original's up to
     floating-point rounding (the products are formed in another order), not bit for bit. On the 2-core CPU CEM's
-    input gradients run 1.12×, 1.73× and 1.16× faster for cnn_small, LeNet and cnn, and CEM's step on the default
-    preset's ensemble 1.32× (``python benchmarks/fold_batchnorm.py``)."""
+    input gradients run 1.12–1.25×, 1.58–1.73× and 1.16–1.22× faster for cnn_small, LeNet and cnn, and CEM's step on
+    the default preset's ensemble 1.28–1.32× (two runs of ``python benchmarks/fold_batchnorm.py``)."""
     mods = list(model.modules())
     if getattr(model, "batchnorm_folded", False) or any(m.training for m in mods) \
             or not any(isinstance(m, nn.BatchNorm2d) for m in mods) \
