@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -35,7 +37,7 @@ from conferprint.verify import roc_auc, separation_margin
 from conferprint.verify.calibration import tolerance_threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import separated  # noqa: E402
+from _common import d_prime, separated  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +58,18 @@ def main(argv: list[str] | None = None) -> int:
                         "run's zoo copied in, so the same models are reused) and result files")
     p.add_argument("--cem-steps", type=int, default=None,
                    help="override the preset's CEM step count, like --cem-candidates (own folders, the same models)")
+    p.add_argument("--cem-eps", type=float, default=None,
+                   help="override the preset's CEM ε, like --cem-candidates (own folders, the same models)")
+    p.add_argument("--tag", default=None,
+                   help="a name for this series: result files quickstart-seeds[-P]...-TAG.* (the run folders stay per seed)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the runs of other seeds already in this series' result file (it must be of the same "
+                        "settings), so that seeds can be run one command at a time")
     args = p.parse_args(argv)
+    if args.tag is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", args.tag):
+        p.error(f"--tag must be letters, digits, '.', '_' or '-' (at most 40), got {args.tag!r}")
+    if args.cem_eps is not None and not 0 < args.cem_eps <= 1:
+        p.error(f"--cem-eps must be in (0, 1], got {args.cem_eps}")
     config = PRESETS[args.preset]
     # runs on a GPU, or in bf16 on the CPU, get their own run folders and result files
     suffix = f"-{args.device}" if args.device != "cpu" else "-bf16" if args.bf16 else ""
@@ -69,9 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--cem-steps must be at least 1, got {args.cem_steps}")
         config = replace(config, cem=replace(config.cem, steps=args.cem_steps))
         suffix += f"-steps{args.cem_steps}"
-    stem = ("quickstart-seeds" if args.preset == "default" else f"quickstart-seeds-{args.preset}") + suffix
+    if args.cem_eps is not None and args.cem_eps != config.cem.eps:
+        config = replace(config, cem=replace(config.cem, eps=args.cem_eps))
+        suffix += f"-eps{args.cem_eps:g}"
+    stem = (("quickstart-seeds" if args.preset == "default" else f"quickstart-seeds-{args.preset}") + suffix
+            + (f"-{args.tag}" if args.tag else ""))
+    res_path = ROOT / "benchmarks" / "results" / f"{stem}.json"
+    kept = earlier_runs(res_path, config, [] if args.collect is not None else args.seeds) if args.merge else []
     runs = []
-    full_walls = earlier_full_walls(ROOT / "benchmarks" / "results" / f"{stem}.json")
+    full_walls = earlier_full_walls(res_path)
     sources = args.collect if args.collect is not None else args.seeds
     for item in sources:
         t = time.perf_counter()
@@ -106,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                      "source_test_acc": res["source"]["test_acc"], "per_arch": res["per_arch"],
                      "models": [{k: m[k] for k in ("name", "role", "arch", "labels", "test_acc", "cae_acc", "score")}
                                 for m in res["models"]],
+                     **gap_and_d_prime(res["models"]),
+                     "versions": versions() if args.collect is None else res["versions"],
                      "from_nothing_seconds": from_nothing(res),
                      # the wall time of this seed's last run from nothing, kept when a rerun reuses its models
                      "from_nothing_wall_seconds": (wall if res["retrained"]["count"] == res["retrained"]["of"]
@@ -114,16 +135,58 @@ def main(argv: list[str] | None = None) -> int:
                                       and res["fingerprint"]["size"] == 100 and res["fingerprint"]["params"]["eps"] <= 0.1
                                       and from_nothing(res) < 900)})
         full_walls.update({r["seed"]: r["from_nothing_wall_seconds"] for r in runs if r["from_nothing_wall_seconds"] is not None})
-        payload = {"command": "python benchmarks/quickstart_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                   "preset": config.to_dict(), "device": args.device, "bf16": args.bf16, "runs": runs,
+        command = "python benchmarks/quickstart_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        seeds_now = {r["seed"] for r in runs}
+        payload = {"command": command, "preset": config.to_dict(), "device": args.device, "bf16": args.bf16,
+                   "runs": sorted([r for r in kept if r["seed"] not in seeds_now] + runs, key=lambda r: r["seed"])
+                   if args.merge else runs,
                    "from_nothing_walls": {str(k): v for k, v in sorted(full_walls.items())},
                    "versions": versions() if args.collect is None else res["versions"], "note": args.note,
                    "about_times": "wall_seconds include reusing models left by an earlier run of the same seed; "
                                   "timings.total of a run with retrained.count == retrained.of is a full run from nothing; "
                                   "recorded_costs: what each phase cost when it was made (from nothing)"}
-        atomic_write_text(ROOT / "benchmarks" / "results" / f"{stem}.json", json.dumps(payload, indent=2))
+        payload["summary"] = summary(payload["runs"])
+        if args.merge:  # each seed's command, since a merged file's runs come from several
+            for r in runs:
+                r["command"] = command
+        atomic_write_text(res_path, json.dumps(payload, indent=2))
         write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
     return 0
+
+
+def earlier_runs(path: Path, config, seeds: list[int]) -> list[dict]:
+    """The runs an earlier command of this series recorded (``--merge``), less those of ``seeds``, which this one
+    runs again. A file of other settings is refused: a series holds one preset's runs."""
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    if not same_config(earlier["preset"], config):
+        raise SystemExit(f"{path}: recorded with other settings than this command's; --merge keeps one preset's runs "
+                         "(give another --tag)")
+    return [r for r in earlier["runs"] if r["seed"] not in seeds]
+
+
+def gap_and_d_prime(models: list[dict]) -> dict:
+    """The testing models' score gap (mean surrogate − mean reference) and d′ (None with fewer than two a role)."""
+    pos, neg = ([m["score"] for m in models if m["role"] == role] for role in ("surrogate", "reference"))
+    if min(len(pos), len(neg)) < 2:
+        return {"gap": None, "d_prime": None}
+    return dict(zip(("gap", "d_prime"), d_prime(pos, neg)))
+
+
+def summary(runs: list[dict]) -> dict:
+    """A series' totals: the goal met, mean d′, and the verdicts' counts (prediction bound, and tolerance bound
+    where a threshold was fitted)."""
+    tol = [r["tolerance_rule"] for r in runs if r.get("tolerance_rule")]
+    dp = [r["d_prime"] for r in runs if r.get("d_prime") is not None]
+    return {"draws": len(runs), "goal_met": sum(r["goal_met"] for r in runs),
+            "mean_d_prime": statistics.fmean(dp) if dp else None,
+            "surrogates_called_stolen": sum(r["decisions"]["true_positives"] for r in runs),
+            "references_called_stolen": sum(r["decisions"]["false_positives"] for r in runs),
+            "surrogates": sum(r["n_surrogates"] for r in runs), "references": sum(r["n_references"] for r in runs),
+            "tolerance": None if len(tol) != len(runs) else {
+                "surrogates_called_stolen": sum(t["surrogates"] for t in tol),
+                "references_called_stolen": sum(t["references"] for t in tol)}}
 
 
 def earlier_full_walls(path: Path) -> dict[int, float]:
@@ -191,17 +254,26 @@ def write_md(payload: dict, path: Path) -> None:
              f"Held-out surrogates ({', '.join(archs)}; soft and hard labels) and held-out references. "
              "'goal met': issue 3's Fashion-MNIST goal (AUC ≥ 0.95, margin > 0, 100 examples, ε ≤ 0.1, "
              "under 15 minutes from nothing).", "",
-             "| seed | models trained | total s | from nothing s (wall) | source acc | AUC (score) | margin | TPR@FPR0 | AUC raw CAEAcc | margin raw | AUC PGD | goal met | threshold | stolen: surr / refs |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| seed | models trained | total s | from nothing s (wall) | source acc | AUC (score) | margin | d′ | TPR@FPR0 | AUC raw CAEAcc | margin raw | AUC PGD | goal met | threshold | stolen: surr / refs |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in payload["runs"]:
         full = r.get("from_nothing_wall_seconds")
         lines.append(f"| {r['seed']} | {r['retrained']['count']}/{r['retrained']['of']} | {r['timings']['total']:.0f} | "
                      f"{r['from_nothing_seconds']:.0f}{f' ({full:.0f})' if full is not None else ''} | "
-                     f"{r['source_test_acc']:.4f} | {f(r['roc_auc'])} | {f(r['margin'])} | {f(r['tpr_at_fpr_0'])} | "
+                     f"{r['source_test_acc']:.4f} | {f(r['roc_auc'])} | {f(r['margin'])} | "
+                     f"{'–' if r.get('d_prime') is None else format(r['d_prime'], '.2f')} | {f(r['tpr_at_fpr_0'])} | "
                      f"{f(r['raw_cae_acc'].get('roc_auc'))} | {f(r['raw_cae_acc'].get('margin'))} | "
                      f"{f((r['pgd'] or {}).get('roc_auc'))} | {'yes' if r['goal_met'] else 'no'} | "
                      f"{f(r.get('threshold'))}{' (fitted)' if r.get('threshold_fit') else ''} | "
                      f"{r['decisions']['true_positives']}/{r['n_surrogates']} / {r['decisions']['false_positives']}/{r['n_references']} |")
+    t = payload.get("summary")
+    if t:
+        md = t["mean_d_prime"]
+        lines += ["", f"Over the {t['draws']} draws: goal met on {t['goal_met']}, mean d′ "
+                  f"{'–' if md is None else f'{md:.2f}'}; the verdict called {t['surrogates_called_stolen']} of "
+                  f"{t['surrogates']} surrogates and {t['references_called_stolen']} of {t['references']} references stolen"
+                  + (f" (tolerance bound: {t['tolerance']['surrogates_called_stolen']} and "
+                     f"{t['tolerance']['references_called_stolen']})" if t.get("tolerance") else "") + "."]
     if payload.get("note"):
         lines += ["", payload["note"]]
     phases = [k for k in payload["runs"][0].get("recorded_costs", {}) if k != "total"]

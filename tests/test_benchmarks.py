@@ -782,3 +782,54 @@ def test_fingerprint_phases_pairs_each_repeat_per_phase():
     assert s["control"]["speedup_paired_median"] == pytest.approx(1.0)  # 1.25, 1.0, 1.0
     assert s["all"]["speedup_paired_median"] == pytest.approx(74 / 52)  # 74/52, 74/42, 60/60
     assert s["cem"]["seconds_median"] == {"baseline": 60.0, "head": 40.0}
+
+
+def test_quickstart_seeds_series_merge_and_eps_override(tiny_quickstart, tmp_path, monkeypatch):
+    """quickstart_seeds --tag names a series of its own, --merge keeps the series' other seeds (refusing a file of
+    other settings), --cem-eps makes another fingerprint on the same models in folders of its own; each run gets
+    its gap and d′, the file a summary."""
+    import json
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import quickstart_seeds
+
+    from conftest import FMNIST_DIR
+
+    study, res = tiny_quickstart
+    for d in ("benchmarks/results", "docs/results", "benchmarks/runs"):
+        (tmp_path / d).mkdir(parents=True)
+    shutil.copytree(study, tmp_path / "benchmarks/runs/tiny-seed0")  # its models are reused, nothing retrains
+    monkeypatch.setattr(quickstart_seeds, "ROOT", tmp_path)
+    base = ["--preset", "tiny", "--data-dir", str(FMNIST_DIR), "--seeds", "0", "--tag", "new"]
+    assert quickstart_seeds.main(base) == 0
+    path = tmp_path / "benchmarks/results/quickstart-seeds-tiny-new.json"
+    first = json.loads(path.read_text())
+    (run,) = first["runs"]
+    assert run["retrained"]["count"] == 0 and run["roc_auc"] == res["roc_auc"]
+    assert first["summary"]["draws"] == 1 and first["summary"]["goal_met"] == int(run["goal_met"])
+    # another seed recorded by an earlier command of the series is kept by --merge, dropped without it
+    first["runs"].append({**run, "seed": 7, "goal_met": True})
+    path.write_text(json.dumps(first))
+    assert quickstart_seeds.main(base + ["--merge"]) == 0
+    merged = json.loads(path.read_text())
+    assert [r["seed"] for r in merged["runs"]] == [0, 7] and merged["summary"]["draws"] == 2
+    assert merged["runs"][0]["command"] == merged["command"]
+    assert "Over the 2 draws" in (tmp_path / "docs/results/quickstart-seeds-tiny-new.md").read_text()
+    assert quickstart_seeds.main(base) == 0
+    assert [r["seed"] for r in json.loads(path.read_text())["runs"]] == [0]
+    # a series file of other settings is refused, not mixed
+    other = json.loads(path.read_text())
+    other["preset"]["threshold_alpha"] = 0.2
+    path.write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="other settings"):
+        quickstart_seeds.main(base + ["--merge"])
+    # ε override: the same models copied into the variant's folder, a fingerprint at the new ε
+    eps = quickstart_seeds.PRESETS["tiny"].cem.eps / 2
+    assert quickstart_seeds.main(base + ["--cem-eps", str(eps)]) == 0
+    var = json.loads((tmp_path / f"benchmarks/results/quickstart-seeds-tiny-eps{eps:g}-new.json").read_text())
+    assert var["runs"][0]["eps"] == pytest.approx(eps) and var["runs"][0]["retrained"]["count"] == 0
+    assert (tmp_path / f"benchmarks/runs/tiny-seed0-eps{eps:g}/zoo").is_dir()
+    for bad in (["--tag", "../x"], ["--cem-eps", "0"]):
+        with pytest.raises(SystemExit):
+            quickstart_seeds.main(base[:-2] + bad)
