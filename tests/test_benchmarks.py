@@ -833,3 +833,50 @@ def test_quickstart_seeds_series_merge_and_eps_override(tiny_quickstart, tmp_pat
     for bad in (["--tag", "../x"], ["--cem-eps", "0"]):
         with pytest.raises(SystemExit):
             quickstart_seeds.main(base[:-2] + bad)
+
+
+def test_series_compare_pairs_seeds_and_applies_the_pooled_rule(tmp_path, monkeypatch):
+    """series_compare pairs two quickstart_seeds series by seed; the variant is adopted only if it meets the goal on
+    more draws with no more references called stolen, on the new draws and again pooled with earlier totals."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import series_compare
+
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    (tmp_path / "docs/results").mkdir(parents=True)
+    monkeypatch.setattr(series_compare, "ROOT", tmp_path)
+
+    def run(seed, met, d, tp, fp):
+        return {"seed": seed, "roc_auc": 1.0 if met else 0.9, "margin": 0.01 if met else -0.01, "d_prime": d,
+                "goal_met": met, "decisions": {"true_positives": tp, "false_positives": fp}, "threshold": 0.2, "eps": 0.05}
+
+    def put(name, runs):
+        (tmp_path / f"benchmarks/results/{name}.json").write_text(json.dumps({"runs": runs}))
+
+    put("b", [run(21, False, 2.0, 5, 1), run(22, True, 3.0, 8, 0), run(23, False, 1.0, 2, 0)])
+    put("v", [run(22, True, 3.5, 8, 0), run(21, True, 2.5, 6, 0)])  # seed 23 not run: left out of the pairs
+    put("old", [])
+    earlier = json.loads((tmp_path / "benchmarks/results/old.json").read_text())
+    earlier["across_seeds"] = {"B": {"seeds": 14, "ctl_separated": 5, "ctl_stolen_surrogates": 72, "ctl_stolen_references": 6},
+                               "V": {"seeds": 14, "ctl_separated": 7, "ctl_stolen_surrogates": 84, "ctl_stolen_references": 10}}
+    (tmp_path / "benchmarks/results/old.json").write_text(json.dumps(earlier))
+
+    assert series_compare.main(["--base", "b", "--variant", "v", "--out", "cmp"]) == 0
+    c = json.loads((tmp_path / "benchmarks/results/cmp.json").read_text())["comparison"]
+    assert [p["seed"] for p in c["pairs"]] == [21, 22]
+    assert (c["new"]["base"]["goal_met"], c["new"]["variant"]["goal_met"]) == (1, 2)
+    assert (c["new"]["base"]["references_called_stolen"], c["new"]["variant"]["references_called_stolen"]) == (1, 0)
+    assert c["paired_d_prime_change"]["mean"] == pytest.approx(0.5) and c["paired_d_prime_change"]["up_on"] == 2
+    assert c["new_draws_condition"] and c["adopt"] and c["pooled_condition"] is None
+    # pooled with the earlier draws the variant accuses 10 against 7: the default stays
+    assert series_compare.main(["--base", "b", "--variant", "v", "--out", "cmp", "--earlier", "old:B:V"]) == 0
+    c = json.loads((tmp_path / "benchmarks/results/cmp.json").read_text())["comparison"]
+    assert c["pooled"]["variant"]["draws"] == 16 and c["pooled"]["base"]["references_called_stolen"] == 7
+    assert c["new_draws_condition"] and c["pooled_condition"] is False and not c["adopt"]
+    assert "the default stays" in (tmp_path / "docs/results/cmp.md").read_text()
+    for bad in (["--earlier", "old:B"], ["--earlier", "old:B:X"], ["--out", "../x"]):
+        with pytest.raises(SystemExit):
+            series_compare.main(["--base", "b", "--variant", "v", "--out", "cmp"] + bad)  # a later --out overrides
+    with pytest.raises(SystemExit, match="no such result"):
+        series_compare.main(["--base", "nope", "--variant", "v", "--out", "cmp"])
