@@ -88,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     stem = (("quickstart-seeds" if args.preset == "default" else f"quickstart-seeds-{args.preset}") + suffix
             + (f"-{args.tag}" if args.tag else ""))
     res_path = ROOT / "benchmarks" / "results" / f"{stem}.json"
-    kept = earlier_runs(res_path, config, [] if args.collect is not None else args.seeds) if args.merge else []
+    earlier = json.loads(res_path.read_text()) if res_path.is_file() else None
+    kept = earlier_runs(earlier, res_path, config, [] if args.collect is not None else args.seeds) if args.merge else []
     runs = []
-    full_walls = earlier_full_walls(res_path)
+    full_walls = earlier_full_walls(earlier)
     sources = args.collect if args.collect is not None else args.seeds
     for item in sources:
         t = time.perf_counter()
@@ -154,12 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def earlier_runs(path: Path, config, seeds: list[int]) -> list[dict]:
-    """The runs an earlier command of this series recorded (``--merge``), less those of ``seeds``, which this one
-    runs again. A file of other settings is refused: a series holds one preset's runs."""
-    if not path.is_file():
+def earlier_runs(earlier: dict | None, path: Path, config, seeds: list[int]) -> list[dict]:
+    """The runs an earlier command of this series recorded in ``path`` (read: ``earlier``; ``--merge``), less those
+    of ``seeds``, which this one runs again. A file of other settings is refused: a series holds one preset's runs."""
+    if earlier is None:
         return []
-    earlier = json.loads(path.read_text())
     if not same_config(earlier["preset"], config):
         raise SystemExit(f"{path}: recorded with other settings than this command's; --merge keeps one preset's runs "
                          "(give another --tag)")
@@ -189,11 +189,10 @@ def summary(runs: list[dict]) -> dict:
                 "references_called_stolen": sum(t["references"] for t in tol)}}
 
 
-def earlier_full_walls(path: Path) -> dict[int, float]:
-    """Per seed, the wall time of the last run from nothing that an earlier result file recorded."""
-    if not path.is_file():
+def earlier_full_walls(earlier: dict | None) -> dict[int, float]:
+    """Per seed, the wall time of the last run from nothing that an earlier result file (read: ``earlier``) recorded."""
+    if earlier is None:
         return {}
-    earlier = json.loads(path.read_text())
     # every seed's wall time ever recorded, kept when a run of other seeds rewrites the file
     walls = {int(k): v for k, v in earlier.get("from_nothing_walls", {}).items()}
     for r in earlier.get("runs", []):

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from conferprint._io import atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quickstart_seeds import summary  # noqa: E402  (a series' totals, as quickstart_seeds writes them)
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 
@@ -43,14 +46,6 @@ def row(run: dict) -> dict:
             "threshold": run.get("threshold"), "eps": run["eps"]}
 
 
-def totals(rows: list[dict]) -> dict:
-    dp = [r["d_prime"] for r in rows if r["d_prime"] is not None]
-    return {"draws": len(rows), "goal_met": sum(r["goal_met"] for r in rows),
-            "mean_d_prime": statistics.fmean(dp) if dp else None,
-            "surrogates_called_stolen": sum(r["surrogates_called_stolen"] for r in rows),
-            "references_called_stolen": sum(r["references_called_stolen"] for r in rows)}
-
-
 def wins(base: dict, variant: dict) -> bool:
     """The rule's two conditions: more draws with the goal met, no more references called stolen."""
     return variant["goal_met"] > base["goal_met"] and variant["references_called_stolen"] <= base["references_called_stolen"]
@@ -61,18 +56,16 @@ def compare(base: dict, variant: dict, earlier: list[tuple[dict, str, str]]) -> 
     seeds = [r["seed"] for r in base["runs"] if r["seed"] in by_seed]
     if not seeds:
         raise SystemExit("the two series share no seed")
-    pairs = [{"seed": s, "base": row(next(r for r in base["runs"] if r["seed"] == s)), "variant": row(by_seed[s])}
-             for s in seeds]
-    new = {k: totals([p[k] for p in pairs]) for k in ("base", "variant")}
-    pooled = {k: dict(new[k]) for k in new}
+    base_by_seed = {r["seed"]: r for r in base["runs"]}
+    pairs = [{"seed": s, "base": row(base_by_seed[s]), "variant": row(by_seed[s])} for s in seeds]
+    new = {"base": summary([base_by_seed[s] for s in seeds]), "variant": summary([by_seed[s] for s in seeds])}
+    counted = ("draws", "goal_met", "surrogates_called_stolen", "references_called_stolen")
+    pooled = {k: {c: new[k][c] for c in counted} for k in new}  # what the earlier results' totals also count
     for res, b, v in earlier:
         for key, name in (("base", b), ("variant", v)):
             t = res["across_seeds"][name]
-            pooled[key]["draws"] += t["seeds"]
-            pooled[key]["goal_met"] += t["ctl_separated"]
-            pooled[key]["surrogates_called_stolen"] += t["ctl_stolen_surrogates"]
-            pooled[key]["references_called_stolen"] += t["ctl_stolen_references"]
-            pooled[key].pop("mean_d_prime", None)
+            for c, their in zip(counted, ("seeds", "ctl_separated", "ctl_stolen_surrogates", "ctl_stolen_references")):
+                pooled[key][c] += t[their]
     paired = [p["variant"]["d_prime"] - p["base"]["d_prime"] for p in pairs
               if p["variant"]["d_prime"] is not None and p["base"]["d_prime"] is not None]
     change = None

@@ -849,7 +849,8 @@ def test_series_compare_pairs_seeds_and_applies_the_pooled_rule(tmp_path, monkey
 
     def run(seed, met, d, tp, fp):
         return {"seed": seed, "roc_auc": 1.0 if met else 0.9, "margin": 0.01 if met else -0.01, "d_prime": d,
-                "goal_met": met, "decisions": {"true_positives": tp, "false_positives": fp}, "threshold": 0.2, "eps": 0.05}
+                "goal_met": met, "decisions": {"true_positives": tp, "false_positives": fp}, "threshold": 0.2, "eps": 0.05,
+                "n_surrogates": 8, "n_references": 8}
 
     def put(name, runs):
         (tmp_path / f"benchmarks/results/{name}.json").write_text(json.dumps({"runs": runs}))
