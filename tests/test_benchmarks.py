@@ -881,3 +881,53 @@ def test_series_compare_pairs_seeds_and_applies_the_pooled_rule(tmp_path, monkey
             series_compare.main(["--base", "b", "--variant", "v", "--out", "cmp"] + bad)  # a later --out overrides
     with pytest.raises(SystemExit, match="no such result"):
         series_compare.main(["--base", "nope", "--variant", "v", "--out", "cmp"])
+
+
+def test_calibration_origins_reproduces_the_run_and_trains_without_the_origins(tmp_path):
+    """calibration_origins on a finished run of a tiny calibrated preset: the run's own references reproduce its
+    verdicts (checked inside), the clean ones are trained on D1 less exactly the examples' origins with the same
+    initial weights' names, a rerun reuses them, and the rule adopts a candidate only below α and above the
+    tolerance bar."""
+    from dataclasses import replace
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import calibration_origins as co
+    from conferprint.experiments.quickstart import TINY, _g, run_quickstart
+    from conferprint.fingerprint import PGD
+
+    if not FMNIST_DIR.is_dir():
+        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    cfg = replace(TINY, preset="tiny-cal", pgd=None, control=PGD(steps=5, size=30, batch_size=64, max_candidates=64),
+                  score="control_diff", threshold="calibrated",
+                  calibration=(_g("cnn_small", "reference", "ground_truth", 2, 1), _g("mlp", "reference", "ground_truth", 2, 1)))
+    run = tmp_path / "run"
+    res = run_quickstart(run, cfg, seed=0, data_dir=FMNIST_DIR, progress=False)
+    row = co.run_seed(0, cfg, run, FMNIST_DIR)
+    assert row["clean_trained_now"] == 4 and 0 < row["origins_left_out"] <= res["fingerprint"]["size"] + 30
+    assert row["clean_training_images"] == cfg.per_half - row["origins_left_out"]
+    own = row["settings"]["own"]
+    assert (own["surrogates_stolen"], own["references_stolen"]) == (res["decisions"]["true_positives"],
+                                                                  res["decisions"]["false_positives"])
+    assert own["threshold"] == pytest.approx(res["threshold"]) and own["n_calibration"] == 4
+    assert row["settings"]["own + clean"]["n_calibration"] == 8
+    assert row["own_scores"] == pytest.approx(res["threshold_fit"]["scores"])
+    specs = sorted((run / "calibration-clean").glob("*.json"))
+    assert [p.stem for p in specs] == sorted(m["name"] for m in res["training_models"] if m["group"] == "calibration")
+    assert all(f"n={row['clean_training_images']}" in json.loads(p.read_text())["spec"]["data"] for p in specs)
+    again = co.run_seed(0, cfg, run, FMNIST_DIR)
+    assert again["clean_trained_now"] == 0 and again["clean_scores"] == row["clean_scores"]
+    with pytest.raises(SystemExit, match="not a run"):
+        co.run_seed(0, replace(cfg, threshold_alpha=0.1), run, FMNIST_DIR)
+    with pytest.raises(SystemExit, match="no results.json"):
+        co.run_seed(1, cfg, tmp_path / "none", FMNIST_DIR)
+
+    def tot(own_tol, clean, both):
+        base = {"surrogates": 160, "references": 160, "mean_bias": 0.0, "mean_threshold": 0.2}
+        return {"own": {**base, "surrogates_stolen": 126, "references_stolen": 12},
+                "own, tolerance": {**base, "surrogates_stolen": own_tol, "references_stolen": 4},
+                "clean": {**base, "surrogates_stolen": clean[0], "references_stolen": clean[1]},
+                "own + clean": {**base, "surrogates_stolen": both[0], "references_stolen": both[1]}}
+    assert co.decision(tot(91, (110, 8), (120, 9)))["adopt"] == "clean"  # 9 > 8 = 5 % of 160
+    assert co.decision(tot(91, (110, 8), (120, 6)))["adopt"] == "own + clean"
+    assert co.decision(tot(91, (115, 6), (115, 6)))["adopt"] == "clean"  # a tie goes to the cheaper
+    assert co.decision(tot(115, (115, 6), (100, 2)))["adopt"] is None  # no more caught than the tolerance bound

@@ -1,0 +1,218 @@
+"""The verdict's calibration references trained without the examples' origins (issue 3; separation-summary §35).
+
+    python benchmarks/calibration_origins.py --seeds 21 22 ... 40
+
+The default's verdict threshold is the upper 95 % prediction bound of 12 D1 references' scores. On the twenty draws
+of §34 (seeds 21–40) it called 12 of 160 testing references stolen, 7.5 % against the 5 % it is fitted for: the D1
+calibration references score 0.037 below the D2 testing references on average per draw. A D1 reference has learned
+the true labels of the very images the fingerprint's and the control's examples were made from (the source's own
+mistakes among them), which a stranger's model has not seen. This benchmark reloads each finished default run of
+`benchmarks/quickstart_seeds.py` (benchmarks/runs/quickstart-seed<N>/; nothing of it is retrained), trains the same
+12 calibration references (same groups, names and so initial weights) on D1 *without* those origins (the
+fingerprint's 100 and the control's 500 images; zoo in the run's ``calibration-clean/``), and scores the verdict
+with four sets of calibration references, each with the library's whole rule (the score at or above the fitted
+threshold, or raw CAEAcc significant at 1e-3 under the same references' null):
+
+- ``own``: the run's 12 (the default; must reproduce the run's own verdicts, checked);
+- ``own, tolerance``: the same 12 with the tolerance bound (``--threshold-rule tolerance``, 90 % confidence);
+- ``clean``: the 12 trained without the origins, prediction bound;
+- ``own + clean``: all 24, prediction bound.
+
+Each row also gives the bias: the calibration references' mean score minus the testing references'. The decision
+rule was committed before any draw was scored (``decision``; separation-summary §35). Writes
+benchmarks/results/calibration-origins-fashion-mnist.json and docs/results/calibration-origins-fashion-mnist.md
+after every seed (a rerun of a seed replaces its row; its clean references are reused from the zoo).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from conferprint._io import atomic_write_text
+from conferprint.allocator import tune_cpu_allocator
+from conferprint.experiments.quickstart import NULL_ALPHA, PRESETS, control_fingerprint, prepare_study, score_models
+from conferprint.experiments.zoo_builder import ZooBuilder
+from conferprint.fingerprint.artifact import load_fingerprint
+from conferprint.verify.calibration import fit_threshold, verdict_by
+from conferprint.verify.null import NullModel
+from conferprint.zoo import Zoo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
+from held_out_levers import origins_in  # noqa: E402  (exact matches of the examples' clean images)
+from quickstart_seeds import same_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+STEM = "calibration-origins-fashion-mnist"
+SETTINGS = ("own", "own, tolerance", "clean", "own + clean")
+CANDIDATES = ("clean", "own + clean")  # the settings that may replace the default (``decision``)
+
+
+def run_folder(preset: str, seed: int) -> Path:
+    """Where `benchmarks/quickstart_seeds.py` ran ``preset`` on ``seed``."""
+    return ROOT / "benchmarks" / "runs" / (f"quickstart-seed{seed}" if preset == "default" else f"{preset}-seed{seed}")
+
+
+def verdicts(cal: list[dict], testing: list[dict], n: int, alpha: float, rule: str) -> dict:
+    """The verdict's threshold fitted on the calibration rows ``cal`` (``score``, ``cae_acc``, ``name``) by ``rule``,
+    the raw CAEAcc rule's critical count under their null, and how many ``testing`` rows of each role it calls
+    stolen; with the calibration references' mean and sd, and their mean minus the testing references' (bias)."""
+    fit = fit_threshold([r["score"] for r in cal], alpha, rule)
+    null = NullModel.fit([r["cae_acc"] for r in cal], n, [r["name"] for r in cal])
+    critical = null.critical_count(n, NULL_ALPHA)
+    stolen = {r["name"]: any(verdict_by(r["score"], round(r["cae_acc"] * n), fit["threshold"], critical).values())
+              for r in testing}
+    refs = [r["score"] for r in testing if r["role"] == "reference"]
+    mean = statistics.fmean(r["score"] for r in cal)
+    return {"threshold": fit["threshold"], "raw_critical_matches": critical, "n_calibration": len(cal),
+            "cal_mean": mean, "cal_sd": statistics.stdev(r["score"] for r in cal),
+            "bias": mean - statistics.fmean(refs),
+            "surrogates_stolen": sum(stolen[r["name"]] for r in testing if r["role"] == "surrogate"),
+            "references_stolen": sum(stolen[r["name"]] for r in testing if r["role"] == "reference"),
+            "stolen": sorted(k for k, v in stolen.items() if v)}
+
+
+def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
+    """One finished run of ``config`` on ``seed`` in ``folder``: its calibration references trained again without the
+    examples' origins, and the four settings' verdicts on its testing models."""
+    found = folder / "results.json"
+    if not found.is_file():
+        raise SystemExit(f"{folder}: no results.json; run benchmarks/quickstart_seeds.py --seeds {seed} first")
+    res = json.loads(found.read_text())
+    if res["seed"] != seed or not same_config(res["config"], config):
+        raise SystemExit(f"{folder}: not a run of the {config.preset!r} preset as it stands now on seed {seed}")
+    if res.get("threshold_fit") is None or not config.calibration:
+        raise SystemExit(f"{folder}: its verdict was not fitted on calibration references")
+    fp, ctl = load_fingerprint(folder / "fingerprint"), control_fingerprint(folder)
+    if fp.manifest["content_sha256"] != res["fingerprint"]["content_sha256"] or ctl is None:
+        raise SystemExit(f"{folder}: its fingerprint or control set is not the one its results were scored on")
+    study = prepare_study(config, folder / "zoo", seed=seed, data_dir=data_dir)
+    if any(m.trained_now for m in [study.source, *study.training, *study.calibration, *study.testing]):
+        raise SystemExit(f"{folder}: its zoo lacked models the run had (trained now); not the finished run")
+    fps = {"cem": fp, "control": ctl}
+    own = score_models(study.calibration, fps, "calibration", None, "control")
+    recorded = res["threshold_fit"]["scores"]
+    if [round(r["score"], 9) for r in own] != [round(s, 9) for s in recorded]:
+        raise SystemExit(f"{folder}: its calibration references no longer give the scores the run recorded")
+
+    dropped = origins_in(study.x1, fp, ctl)
+    keep = torch.ones(len(study.x1), dtype=torch.bool)
+    keep[dropped] = False
+    # the same group names ("cal-…") as the run's, so the same initial weights; only the data differ
+    builder = ZooBuilder(Zoo(folder / "calibration-clean"), study.data, config.train, seed)
+    split = f"D1-without-origins-{fp.manifest['content_sha256'][:12]}-{ctl.manifest['content_sha256'][:12]}"
+    clean_models = builder.run_all([j for g in config.calibration for j in builder.group_jobs(
+        "cal", g, split, study.x1[keep], study.y1[keep], study.source)])
+    clean = score_models(clean_models, fps, "calibration-clean", None, "control")
+
+    testing = res["models"]
+    n, alpha = len(fp), config.threshold_alpha
+    rows = {"own": verdicts(own, testing, n, alpha, "prediction"),
+            "own, tolerance": verdicts(own, testing, n, alpha, "tolerance"),
+            "clean": verdicts(clean, testing, n, alpha, "prediction"),
+            "own + clean": verdicts(own + clean, testing, n, alpha, "prediction")}
+    mine = rows["own"]
+    if (mine["surrogates_stolen"], mine["references_stolen"]) != (res["decisions"]["true_positives"],
+                                                                  res["decisions"]["false_positives"]):
+        raise SystemExit(f"{folder}: the own references' verdicts differ from the run's ({mine} against "
+                         f"{res['decisions']})")
+    return {"seed": seed, "preset": config.preset, "origins_left_out": len(dropped), "clean_training_images": int(keep.sum()),
+            "clean_train_seconds": float(sum(m.meta.get("train_seconds") or 0.0 for m in clean_models)),
+            "clean_trained_now": sum(m.trained_now for m in clean_models),
+            "clean_test_acc": [m.meta["test_acc"] for m in clean_models],
+            "own_test_acc": [m.meta["test_acc"] for m in study.calibration],
+            "n_surrogates": sum(r["role"] == "surrogate" for r in testing),
+            "n_references": sum(r["role"] == "reference" for r in testing),
+            "testing_reference_mean": statistics.fmean(r["score"] for r in testing if r["role"] == "reference"),
+            "own_scores": [r["score"] for r in own], "clean_scores": [r["score"] for r in clean],
+            "settings": rows}
+
+
+def totals(runs: list[dict]) -> dict:
+    """Per setting, over the runs: surrogates and references called stolen (and of how many), mean bias."""
+    out = {}
+    for s in SETTINGS:
+        rows = [r["settings"][s] for r in runs]
+        out[s] = {"surrogates_stolen": sum(r["surrogates_stolen"] for r in rows),
+                  "references_stolen": sum(r["references_stolen"] for r in rows),
+                  "surrogates": sum(r["n_surrogates"] for r in runs), "references": sum(r["n_references"] for r in runs),
+                  "mean_bias": statistics.fmean(r["bias"] for r in rows) if rows else None,
+                  "mean_threshold": statistics.fmean(r["threshold"] for r in rows) if rows else None}
+    return out
+
+
+def decision(tot: dict, alpha: float = 0.05) -> dict:
+    """§35's rule, committed before any draw was scored: a candidate (``CANDIDATES``) replaces the default
+    (``own``) only if it calls at most ``alpha`` of the testing references stolen over the draws, **and** catches
+    more testing surrogates than ``own, tolerance`` (the library's existing way to bring false accusations down).
+    Of several such, the one catching more; a tie goes to the cheaper, ``clean``."""
+    bar = tot["own, tolerance"]["surrogates_stolen"]
+    eligible = [c for c in CANDIDATES
+                if tot[c]["references_stolen"] <= alpha * tot[c]["references"] and tot[c]["surrogates_stolen"] > bar]
+    best = max(eligible, key=lambda c: (tot[c]["surrogates_stolen"], -CANDIDATES.index(c))) if eligible else None
+    return {"adopt": best, "eligible": eligible, "tolerance_bar": bar,
+            "false_accusation_cap": alpha * (tot["own"]["references"] if tot else 0)}
+
+
+def write_md(payload: dict, path: Path) -> None:
+    runs, tot, dec = payload["runs"], payload["totals"], payload["decision"]
+    lines = ["# The verdict's calibration references with and without the examples' origins (Fashion-MNIST)", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
+             "Each finished default run's 12 D1 calibration references (`own`) and the same 12 trained on D1 without "
+             "the images the fingerprint's and the control's examples were made from (`clean`). The verdict as the "
+             "library gives it (score ≥ threshold, or raw CAEAcc significant at 1e-3 under the calibration null) on the "
+             "run's 8 + 8 testing models. Bias: the calibration references' mean score − the testing references'. "
+             "Protocol: docs/results/separation-summary.md §35.", "",
+             "| seed | origins left out | " + " | ".join(f"{s}: threshold / bias / stolen surr., refs" for s in SETTINGS)
+             + " | clean training s |", "| --- | --- | " + " | ".join("---" for _ in SETTINGS) + " | --- |"]
+    for r in runs:
+        cells = [f"{v['threshold']:.3f} / {v['bias']:+.3f} / {v['surrogates_stolen']}, {v['references_stolen']}"
+                 for v in (r["settings"][s] for s in SETTINGS)]
+        lines.append(f"| {r['seed']} | {r['origins_left_out']} | " + " | ".join(cells)
+                     + f" | {r['clean_train_seconds']:.0f} |")
+    if runs:
+        lines += ["", f"Over the {len(runs)} draws:", "",
+                  "| calibration references | surrogates called stolen | references called stolen | mean bias | "
+                  "mean threshold |", "| --- | --- | --- | --- | --- |"]
+        for s in SETTINGS:
+            t = tot[s]
+            lines.append(f"| {s} | {t['surrogates_stolen']} / {t['surrogates']} | {t['references_stolen']} / "
+                         f"{t['references']} | {t['mean_bias']:+.3f} | {t['mean_threshold']:.3f} |")
+        lines += ["", "Rule (§35): a candidate replaces `own` only if it calls at most 5 % of the references stolen "
+                  f"(≤ {dec['false_accusation_cap']:g}) and catches more surrogates than `own, tolerance` "
+                  f"({dec['tolerance_bar']}). Eligible: {', '.join(dec['eligible']) or 'none'}; "
+                  + (f"**adopt `{dec['adopt']}`**." if dec["adopt"] else "**the default stays**.")]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    tune_cpu_allocator()  # as the conferprint command does
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args(argv)
+    config = PRESETS[args.preset]
+    stem = STEM if args.preset == "default" else f"{STEM}-{args.preset}"
+    out = ROOT / "benchmarks" / "results" / f"{stem}.json"
+    payload = open_log(out, "python benchmarks/calibration_origins.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    for seed in args.seeds:
+        t = time.perf_counter()
+        row = run_seed(seed, config, run_folder(args.preset, seed), args.data_dir)
+        row["wall_seconds"] = time.perf_counter() - t
+        put_run(payload, row, key=lambda r: r["seed"])
+        payload["totals"] = totals(payload["runs"])
+        payload["decision"] = decision(payload["totals"], config.threshold_alpha)
+        atomic_write_text(out, json.dumps(payload, indent=2))
+        write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
