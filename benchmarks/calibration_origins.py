@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from conferprint._io import atomic_write_text
@@ -39,7 +40,7 @@ from conferprint.allocator import tune_cpu_allocator
 from conferprint.experiments.quickstart import NULL_ALPHA, PRESETS, control_fingerprint, prepare_study, score_models
 from conferprint.experiments.zoo_builder import ZooBuilder
 from conferprint.fingerprint.artifact import load_fingerprint
-from conferprint.verify.calibration import fit_threshold, verdict_by
+from conferprint.verify.calibration import fit_threshold, prediction_threshold, verdict_by
 from conferprint.verify.null import NullModel
 from conferprint.zoo import Zoo
 
@@ -147,6 +148,25 @@ def totals(runs: list[dict]) -> dict:
     return out
 
 
+def null_spread(draws: int, n_cal: int, n_test: int, alpha: float, shift: float = 0.0, reps: int = 20000,
+                seed: int = 0) -> dict:
+    """How many testing references a prediction-bound verdict calls stolen over ``draws`` draws when every score is
+    normal: ``n_cal`` calibration and ``n_test`` testing references a draw, the testing ones ``shift`` standard
+    deviations higher (0: a verdict exactly at ``alpha``). ``reps`` simulated series: the mean, sd and the upper
+    tail ``P(total ≥ k)`` for every ``k``, to read an observed total against."""
+    factor = prediction_threshold([0.0, 1.0, 2.0] + [0.0] * (n_cal - 3), alpha)["factor"]
+    gen = np.random.default_rng(seed)
+    cal = gen.standard_normal((reps, draws, n_cal))
+    test = gen.standard_normal((reps, draws, n_test)) + shift
+    thr = cal.mean(2) + factor * cal.std(2, ddof=1)
+    total = (test >= thr[..., None]).sum((1, 2))
+    counts = np.bincount(total, minlength=draws * n_test + 1)
+    tail = counts[::-1].cumsum()[::-1] / reps
+    return {"draws": draws, "n_calibration": n_cal, "n_testing": n_test, "alpha": alpha, "shift_sd": shift,
+            "reps": reps, "seed": seed, "mean": float(total.mean()), "sd": float(total.std()),
+            "p_at_least": [float(v) for v in tail]}
+
+
 def decision(tot: dict, alpha: float = 0.05) -> dict:
     """§35's rule, committed before any draw was scored: a candidate (``CANDIDATES``) replaces the default
     (``own``) only if it calls at most ``alpha`` of the testing references stolen over the draws, **and** catches
@@ -188,6 +208,15 @@ def write_md(payload: dict, path: Path) -> None:
                   f"(≤ {dec['false_accusation_cap']:g}) and catches more surrogates than `own, tolerance` "
                   f"({dec['tolerance_bar']}). Eligible: {', '.join(dec['eligible']) or 'none'}; "
                   + (f"**adopt `{dec['adopt']}`**." if dec["adopt"] else "**the default stays**.")]
+        ns = payload.get("null_spread")
+        if ns:
+            tail = ns["p_at_least"]
+            lines += ["", f"Read against chance: a verdict exactly at α = {ns['alpha']:g} (every score normal, "
+                      f"{ns['n_calibration']} calibration and {ns['n_testing']} testing references a draw, {ns['draws']} "
+                      f"draws; {ns['reps']:,} simulated series) calls {ns['mean']:.1f} ± {ns['sd']:.1f} references stolen; "
+                      + ", ".join(f"{t['references_stolen']} or more ({s}) with probability "
+                                  f"{tail[min(t['references_stolen'], len(tail) - 1)]:.2f}"
+                                  for s, t in tot.items() if s != "own, tolerance") + "."]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -209,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         put_run(payload, row, key=lambda r: r["seed"])
         payload["totals"] = totals(payload["runs"])
         payload["decision"] = decision(payload["totals"], config.threshold_alpha)
+        runs = payload["runs"]
+        payload["null_spread"] = null_spread(len(runs), len(runs[0]["own_scores"]), runs[0]["n_references"],
+                                             config.threshold_alpha)
         atomic_write_text(out, json.dumps(payload, indent=2))
         write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
     return 0

@@ -931,3 +931,15 @@ def test_calibration_origins_reproduces_the_run_and_trains_without_the_origins(t
     assert co.decision(tot(91, (110, 8), (120, 6)))["adopt"] == "own + clean"
     assert co.decision(tot(91, (115, 6), (115, 6)))["adopt"] == "clean"  # a tie goes to the cheaper
     assert co.decision(tot(115, (115, 6), (100, 2)))["adopt"] is None  # no more caught than the tolerance bound
+
+
+def test_calibration_origins_null_spread_is_alpha_on_average_and_more_when_shifted():
+    """The chance spread of a series' false accusations: a prediction bound exactly at α calls α of the testing
+    references stolen on average, a shifted testing group more; the tail starts at 1 and falls."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from calibration_origins import null_spread
+
+    exact = null_spread(20, 12, 8, 0.05, reps=4000)
+    assert exact["mean"] == pytest.approx(8.0, abs=0.4) and exact["p_at_least"][0] == 1.0
+    assert all(a >= b for a, b in zip(exact["p_at_least"], exact["p_at_least"][1:]))
+    assert null_spread(20, 12, 8, 0.05, shift=0.5, reps=4000)["mean"] > 15
