@@ -131,6 +131,7 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
             "n_surrogates": sum(r["role"] == "surrogate" for r in testing),
             "n_references": sum(r["role"] == "reference" for r in testing),
             "testing_reference_mean": statistics.fmean(r["score"] for r in testing if r["role"] == "reference"),
+            "testing_reference_sd": statistics.stdev(r["score"] for r in testing if r["role"] == "reference"),
             "own_scores": [r["score"] for r in own], "clean_scores": [r["score"] for r in clean],
             "settings": rows}
 
@@ -217,6 +218,10 @@ def write_md(payload: dict, path: Path) -> None:
                       + ", ".join(f"{t['references_stolen']} or more ({s}) with probability "
                                   f"{tail[min(t['references_stolen'], len(tail) - 1)]:.2f}"
                                   for s, t in tot.items() if s != "own, tolerance") + "."]
+        nb = payload.get("null_spread_own_bias")
+        if nb:
+            lines += ["", f"With the testing references higher by the own references' mean bias ({nb['shift_sd']:.2f} testing "
+                      f"sd) and every sd equal, the same model calls {nb['mean']:.1f} ± {nb['sd']:.1f} stolen."]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -241,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         runs = payload["runs"]
         payload["null_spread"] = null_spread(len(runs), len(runs[0]["own_scores"]), runs[0]["n_references"],
                                              config.threshold_alpha)
+        # the same with the testing references higher by the own references' mean bias, in testing sds (rows
+        # of an older command lack their sd until rerun)
+        payload.pop("null_spread_own_bias", None)
+        if all("testing_reference_sd" in r for r in runs):
+            shift = -payload["totals"]["own"]["mean_bias"] / statistics.fmean(r["testing_reference_sd"] for r in runs)
+            payload["null_spread_own_bias"] = null_spread(len(runs), len(runs[0]["own_scores"]),
+                                                          runs[0]["n_references"], config.threshold_alpha, shift=shift)
         atomic_write_text(out, json.dumps(payload, indent=2))
         write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
     return 0
