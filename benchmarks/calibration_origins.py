@@ -37,17 +37,16 @@ import torch
 
 from conferprint._io import atomic_write_text
 from conferprint.allocator import tune_cpu_allocator
-from conferprint.experiments.quickstart import NULL_ALPHA, PRESETS, control_fingerprint, prepare_study, score_models
+from conferprint.experiments.quickstart import PRESETS, control_fingerprint, decide, fit_verdict, prepare_study, score_models
 from conferprint.experiments.zoo_builder import ZooBuilder
 from conferprint.fingerprint.artifact import load_fingerprint
-from conferprint.verify.calibration import fit_threshold, prediction_threshold, verdict_by
-from conferprint.verify.null import NullModel
+from conferprint.verify.calibration import prediction_threshold
 from conferprint.zoo import Zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
 from held_out_levers import origins_in  # noqa: E402  (exact matches of the examples' clean images)
-from quickstart_seeds import same_config  # noqa: E402
+from quickstart_seeds import run_folder, same_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "calibration-origins-fashion-mnist"
@@ -55,20 +54,15 @@ SETTINGS = ("own", "own, tolerance", "clean", "own + clean")
 CANDIDATES = ("clean", "own + clean")  # the settings that may replace the default (``decision``)
 
 
-def run_folder(preset: str, seed: int) -> Path:
-    """Where `benchmarks/quickstart_seeds.py` ran ``preset`` on ``seed``."""
-    return ROOT / "benchmarks" / "runs" / (f"quickstart-seed{seed}" if preset == "default" else f"{preset}-seed{seed}")
-
-
 def verdicts(cal: list[dict], testing: list[dict], n: int, alpha: float, rule: str) -> dict:
     """The verdict's threshold fitted on the calibration rows ``cal`` (``score``, ``cae_acc``, ``name``) by ``rule``,
     the raw CAEAcc rule's critical count under their null, and how many ``testing`` rows of each role it calls
     stolen; with the calibration references' mean and sd, and their mean minus the testing references' (bias)."""
-    fit = fit_threshold([r["score"] for r in cal], alpha, rule)
-    null = NullModel.fit([r["cae_acc"] for r in cal], n, [r["name"] for r in cal])
-    critical = null.critical_count(n, NULL_ALPHA)
-    stolen = {r["name"]: any(verdict_by(r["score"], round(r["cae_acc"] * n), fit["threshold"], critical).values())
-              for r in testing}
+    fit, critical = fit_verdict(cal, n, alpha, rule)
+    stolen = {}
+    for r in testing:
+        decide(r := dict(r), fit["threshold"], n, critical)
+        stolen[r["name"]] = r["verdict"] == "stolen"
     refs = [r["score"] for r in testing if r["role"] == "reference"]
     mean = statistics.fmean(r["score"] for r in cal)
     return {"threshold": fit["threshold"], "raw_critical_matches": critical, "n_calibration": len(cal),

@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             seed = res["seed"]
         else:
             seed = item
-            stem_of_run = f"quickstart-seed{seed}" if args.preset == "default" else f"{args.preset}-seed{seed}"
-            run_dir, base_dir = (ROOT / "benchmarks" / "runs" / f"{stem_of_run}{s}" for s in (suffix, base_suffix))
+            run_dir, base_dir = (run_folder(args.preset, seed, s) for s in (suffix, base_suffix))
             if run_dir != base_dir and not (run_dir / "zoo").exists() and (base_dir / "zoo").exists():
                 shutil.copytree(base_dir / "zoo", run_dir / "zoo")  # the same models, another fingerprint
             res = run_quickstart(run_dir, config, seed=seed, data_dir=args.data_dir,
@@ -153,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(res_path, json.dumps(payload, indent=2))
         write_md(payload, ROOT / "docs" / "results" / f"{stem}.md")
     return 0
+
+
+def run_folder(preset: str, seed: int, suffix: str = "") -> Path:
+    """Where this benchmark runs ``preset`` on ``seed`` (``suffix``: a device, bf16 or CEM override's own folder)."""
+    return ROOT / "benchmarks" / "runs" / f"{'quickstart' if preset == 'default' else preset}-seed{seed}{suffix}"
 
 
 def earlier_runs(earlier: dict | None, path: Path, config, seeds: list[int]) -> list[dict]:

@@ -509,6 +509,26 @@ def score_models(models: list[Trained], fps: dict[str, Fingerprint], group: str,
     return rows
 
 
+def fit_verdict(cal_rows: list[dict[str, Any]], n: int, alpha: float, rule: str = "prediction",
+                confidence: float = 0.9, raw_rule: bool = True) -> tuple[dict[str, Any], int | None]:
+    """The calibrated verdict fitted on the calibration references' rows (``score``, ``cae_acc``, ``name``): the
+    threshold by ``rule`` (:func:`~conferprint.verify.calibration.fit_threshold`) and, with ``raw_rule``, the raw
+    CAEAcc rule's critical count of matches on the ``n``-example fingerprint (else None); for :func:`decide`."""
+    fit = fit_threshold([r["score"] for r in cal_rows], alpha, rule, confidence)
+    fit["models"] = [r["name"] for r in cal_rows]
+    raw_critical = None
+    if raw_rule:
+        # A relative score is blind to near-copies: a fine-tuned copy follows the source on the control set
+        # as much as on the fingerprint (score ≈ 0; FTLL 0.002 in docs/results/removal-fashion-mnist.md).
+        # So raw CAEAcc decides as well: matches significant at NULL_ALPHA under the beta-binomial null of
+        # the same calibration references also call a suspect stolen.
+        null = NullModel.fit([r["cae_acc"] for r in cal_rows], n, fit["models"])
+        raw_critical = null.critical_count(n, NULL_ALPHA)
+        fit["raw_cae_acc_rule"] = {"alpha": NULL_ALPHA, "critical_matches": raw_critical,
+                                   "null_mean": null.mean, "null": null.to_json()}
+    return fit, raw_critical
+
+
 def decide(row: dict[str, Any], threshold: float, n: int, raw_critical: int | None) -> None:
     """Set ``row``'s verdict: stolen when its score reaches ``threshold``, or (with ``raw_critical``) when
     its raw CAEAcc on the ``n``-example fingerprint reaches ``raw_critical`` matches; ``verdict_by`` says
@@ -594,19 +614,9 @@ def run_quickstart(
     cal_rows = score_models(study.calibration, fps, "calibration", calibrated, control)
     threshold_fit, raw_critical = None, None
     if config.threshold == "calibrated":
-        threshold_fit = fit_threshold([r["score"] for r in cal_rows], config.threshold_alpha, config.threshold_rule,
-                                      config.threshold_confidence)
-        threshold_fit["models"] = [r["name"] for r in cal_rows]
+        threshold_fit, raw_critical = fit_verdict(cal_rows, len(fp), config.threshold_alpha, config.threshold_rule,
+                                                  config.threshold_confidence, raw_rule=config.score != "cae_acc")
         threshold = threshold_fit["threshold"]
-        if config.score != "cae_acc":
-            # A relative score is blind to near-copies: a fine-tuned copy follows the source on the control set
-            # as much as on the fingerprint (score ≈ 0; FTLL 0.002 in docs/results/removal-fashion-mnist.md).
-            # So raw CAEAcc decides as well: matches significant at NULL_ALPHA under the beta-binomial null of
-            # the same calibration references also call a suspect stolen.
-            null = NullModel.fit([r["cae_acc"] for r in cal_rows], len(fp), [r["name"] for r in cal_rows])
-            raw_critical = null.critical_count(len(fp), NULL_ALPHA)
-            threshold_fit["raw_cae_acc_rule"] = {"alpha": NULL_ALPHA, "critical_matches": raw_critical,
-                                                 "null_mean": null.mean, "null": null.to_json()}
     else:
         threshold = float(config.threshold)
     models = score_models(testing, fps, "testing", calibrated, control)
