@@ -52,6 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 STEM = "calibration-origins-fashion-mnist"
 SETTINGS = ("own", "own, tolerance", "clean", "own + clean")
 CANDIDATES = ("clean", "own + clean")  # the settings that may replace the default (``decision``)
+# §37's confirmation (separation-summary §37, committed before any of its draws was scored): its new draws are the
+# seeds from CONFIRM_FIRST on; its candidates in the order they are preferred (most surrogates caught over §36's 35 draws)
+CONFIRM_FIRST = 56
+CONFIRM_ORDER = ("own", "own + clean", "own, tolerance")
 
 
 def verdicts(cal: list[dict], testing: list[dict], n: int, alpha: float, rule: str) -> dict:
@@ -175,6 +179,37 @@ def decision(tot: dict, alpha: float = 0.05) -> dict:
             "false_accusation_cap": alpha * (tot["own"]["references"] if tot else 0)}
 
 
+def confirmation(runs: list[dict], alpha: float = 0.05, first: int = CONFIRM_FIRST, reps: int = 20000) -> dict | None:
+    """§37's rule, committed before any of its draws (seeds ≥ ``first``) was scored. Per candidate of
+    ``CONFIRM_ORDER``: the testing references it calls stolen on the new draws and on all draws, each read against
+    the chance spread of a verdict exactly at ``alpha`` with that candidate's number of calibration references
+    (:func:`null_spread`). A candidate is *consistent with α* when both tails are at least 0.05; the first consistent
+    one in ``CONFIRM_ORDER`` is adopted as the default verdict, and ``own, tolerance`` if none is. None before any
+    new draw."""
+    new = [r for r in runs if r["seed"] >= first]
+    if not new:
+        return None
+    n_test = runs[0]["n_references"]
+    out: dict = {"first_seed": first, "new_seeds": [r["seed"] for r in new], "alpha": alpha, "order": list(CONFIRM_ORDER),
+                 "candidates": {}}
+    for c in CONFIRM_ORDER:
+        n_cal = new[0]["settings"][c]["n_calibration"]
+        row = {"n_calibration": n_cal}
+        for part, rs in (("new", new), ("all", runs)):
+            stolen = sum(r["settings"][c]["references_stolen"] for r in rs)
+            spread = null_spread(len(rs), n_cal, n_test, alpha, reps=reps)
+            tail = spread["p_at_least"]
+            row[part] = {"draws": len(rs), "references_stolen": stolen, "references": sum(r["n_references"] for r in rs),
+                         "surrogates_stolen": sum(r["settings"][c]["surrogates_stolen"] for r in rs),
+                         "surrogates": sum(r["n_surrogates"] for r in rs),
+                         "chance_mean": spread["mean"], "chance_sd": spread["sd"],
+                         "p_at_least": tail[min(stolen, len(tail) - 1)]}
+        row["consistent"] = row["new"]["p_at_least"] >= 0.05 and row["all"]["p_at_least"] >= 0.05
+        out["candidates"][c] = row
+    out["adopt"] = next((c for c in CONFIRM_ORDER if out["candidates"][c]["consistent"]), "own, tolerance")
+    return out
+
+
 def write_md(payload: dict, path: Path) -> None:
     runs, tot, dec = payload["runs"], payload["totals"], payload["decision"]
     lines = ["# The verdict's calibration references with and without the examples' origins (Fashion-MNIST)", "",
@@ -212,6 +247,18 @@ def write_md(payload: dict, path: Path) -> None:
                       + ", ".join(f"{t['references_stolen']} or more ({s}) with probability "
                                   f"{tail[min(t['references_stolen'], len(tail) - 1)]:.2f}"
                                   for s, t in tot.items() if s != "own, tolerance") + "."]
+        conf = payload.get("confirmation")
+        if conf:
+            lines += ["", f"§37's confirmation on the new draws (seeds {', '.join(map(str, conf['new_seeds']))}) and on "
+                      "all draws; P: the chance of as many or more false accusations for a verdict exactly at α:", "",
+                      "| candidate | new: caught, accused | P (new) | all: caught, accused | P (all) | consistent |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for c, v in conf["candidates"].items():
+                lines.append(f"| {c} | {v['new']['surrogates_stolen']} / {v['new']['surrogates']}, "
+                             f"{v['new']['references_stolen']} / {v['new']['references']} | {v['new']['p_at_least']:.3f} | "
+                             f"{v['all']['surrogates_stolen']} / {v['all']['surrogates']}, {v['all']['references_stolen']} / "
+                             f"{v['all']['references']} | {v['all']['p_at_least']:.3f} | {'yes' if v['consistent'] else 'no'} |")
+            lines += ["", f"By §37's rule: **adopt `{conf['adopt']}`** as the default verdict."]
         nb = payload.get("null_spread_own_bias")
         if nb:
             lines += ["", f"With the testing references higher by the own references' mean bias ({nb['shift_sd']:.2f} testing "
@@ -240,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = payload["runs"]
         payload["null_spread"] = null_spread(len(runs), len(runs[0]["own_scores"]), runs[0]["n_references"],
                                              config.threshold_alpha)
+        payload["confirmation"] = confirmation(runs, config.threshold_alpha)
         # the same with the testing references higher by the own references' mean bias, in testing sds (rows
         # of an older command lack their sd until rerun)
         payload.pop("null_spread_own_bias", None)

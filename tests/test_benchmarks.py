@@ -943,3 +943,30 @@ def test_calibration_origins_null_spread_is_alpha_on_average_and_more_when_shift
     assert exact["mean"] == pytest.approx(8.0, abs=0.4) and exact["p_at_least"][0] == 1.0
     assert all(a >= b for a, b in zip(exact["p_at_least"], exact["p_at_least"][1:]))
     assert null_spread(20, 12, 8, 0.05, shift=0.5, reps=4000)["mean"] > 15
+
+
+def test_calibration_origins_confirmation_adopts_the_first_candidate_consistent_with_alpha():
+    """§37's rule: a candidate is consistent with α when its false accusations are not improbably many on the new draws
+    (seeds ≥ 56) nor on all draws; the first consistent one in order (own, own + clean, tolerance) is adopted, the
+    tolerance bound when none is; nothing is decided before a new draw."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from calibration_origins import confirmation
+
+    def run(seed, own, both, tol):
+        cell = lambda acc, n_cal: {"references_stolen": acc, "surrogates_stolen": 6, "n_calibration": n_cal}  # noqa: E731
+        return {"seed": seed, "n_references": 8, "n_surrogates": 8,
+                "settings": {"own": cell(own, 12), "own + clean": cell(both, 24), "own, tolerance": cell(tol, 12)}}
+
+    old = [run(s, 1, 0, 0) for s in range(21, 41)]  # own: 20 of 160 before, P ≈ 0.01
+    assert confirmation(old, reps=2000) is None
+    conf = confirmation(old + [run(s, 0, 0, 0) for s in range(56, 61)], reps=2000)
+    assert conf["new_seeds"] == [56, 57, 58, 59, 60] and conf["candidates"]["own + clean"]["n_calibration"] == 24
+    own = conf["candidates"]["own"]
+    assert own["new"]["references_stolen"] == 0 and own["new"]["p_at_least"] == 1.0
+    assert own["all"]["references_stolen"] == 20 and own["all"]["p_at_least"] < 0.05 and not own["consistent"]
+    assert conf["adopt"] == "own + clean"
+    # many accusations on the new draws alone disqualify too; none consistent: the tolerance bound
+    assert confirmation(old + [run(s, 0, 3, 0) for s in range(56, 61)], reps=2000)["adopt"] == "own, tolerance"
+    assert confirmation(old + [run(s, 0, 3, 3) for s in range(56, 61)], reps=2000)["adopt"] == "own, tolerance"
+    fine = [run(s, 0, 0, 0) for s in range(21, 41)] + [run(56, 1, 0, 0)]
+    assert confirmation(fine, reps=2000)["adopt"] == "own"
