@@ -33,19 +33,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from conferprint._io import atomic_write_text
 from conferprint.allocator import tune_cpu_allocator
-from conferprint.experiments.quickstart import PRESETS, control_fingerprint, decide, fit_verdict, prepare_study, score_models
-from conferprint.experiments.zoo_builder import ZooBuilder
+from conferprint.experiments.quickstart import (CLEAN_CALIBRATION, PRESETS, clean_calibration, control_fingerprint, decide,
+                                                fit_verdict, prepare_study, score_models)
 from conferprint.fingerprint.artifact import load_fingerprint
 from conferprint.verify.calibration import prediction_threshold
-from conferprint.zoo import Zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ensemble_families import open_log, put_run  # noqa: E402  (the same result log)
-from held_out_levers import origins_in  # noqa: E402  (exact matches of the examples' clean images)
 from quickstart_seeds import run_folder, same_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,14 +97,9 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
     if [round(r["score"], 9) for r in own] != [round(s, 9) for s in recorded]:
         raise SystemExit(f"{folder}: its calibration references no longer give the scores the run recorded")
 
-    dropped = origins_in(study.x1, fp, ctl)
-    keep = torch.ones(len(study.x1), dtype=torch.bool)
-    keep[dropped] = False
-    # the same group names ("cal-…") as the run's, so the same initial weights; only the data differ
-    builder = ZooBuilder(Zoo(folder / "calibration-clean"), study.data, config.train, seed)
-    split = f"D1-without-origins-{fp.manifest['content_sha256'][:12]}-{ctl.manifest['content_sha256'][:12]}"
-    clean_models = builder.run_all([j for g in config.calibration for j in builder.group_jobs(
-        "cal", g, split, study.x1[keep], study.y1[keep], study.source)])
+    # the library's clean calibration (the same group names as the run's, so the same initial weights; only the
+    # data differ), in the run's own zoo for it
+    clean_models, dropped = clean_calibration(config, study, folder / CLEAN_CALIBRATION, seed, fp, ctl)
     clean = score_models(clean_models, fps, "calibration-clean", None, "control")
 
     testing = res["models"]
@@ -121,7 +113,8 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
                                                                   res["decisions"]["false_positives"]):
         raise SystemExit(f"{folder}: the own references' verdicts differ from the run's ({mine} against "
                          f"{res['decisions']})")
-    return {"seed": seed, "preset": config.preset, "origins_left_out": len(dropped), "clean_training_images": int(keep.sum()),
+    return {"seed": seed, "preset": config.preset, "origins_left_out": dropped,
+            "clean_training_images": len(study.x1) - dropped,
             "clean_train_seconds": float(sum(m.meta.get("train_seconds") or 0.0 for m in clean_models)),
             "clean_trained_now": sum(m.trained_now for m in clean_models),
             "clean_test_acc": [m.meta["test_acc"] for m in clean_models],

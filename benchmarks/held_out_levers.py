@@ -81,7 +81,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, prepare_study
+from conferprint.experiments.quickstart import DEFAULT, control_fingerprint, origins_in, prepare_study
 from conferprint.experiments.zoo_builder import ZooBuilder
 from conferprint.fingerprint import Fingerprint
 from conferprint.fingerprint.baselines import iterative_gradient_attack
@@ -317,15 +317,6 @@ def run_unseen(name: str, data_dir) -> list[dict]:
     return [{"lever": "unseen", "study": name, "setting": f"ensemble on the test images, x{UNSEEN_EPOCHS} epochs",
              "train_seconds": float(sum(m.meta.get("train_seconds") or 0.0 for m in members)), "cem_seconds": cem_seconds,
              **summary(rows), "models": rows}]
-
-
-def origins_in(x: torch.Tensor, *fps: Fingerprint) -> torch.Tensor:
-    """Indices into ``x`` of the clean images the examples of ``fps`` were made from (exact matches)."""
-    row = {x[i].numpy().tobytes(): i for i in range(len(x))}
-    found = [row.get(o.numpy().tobytes()) for fp in fps for o in fp.originals]
-    if any(i is None for i in found):
-        raise SystemExit("an example's original image is not among the candidates")
-    return torch.tensor(sorted(set(found)))
 
 
 def run_calibration(name: str, data_dir) -> list[dict]:

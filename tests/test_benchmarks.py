@@ -183,25 +183,6 @@ def test_reference_control_is_crafted_on_the_references_and_keyed_both_ways():
             assert torch.equal(key, ens)
 
 
-def test_origins_are_found_among_the_candidates_and_a_stranger_is_refused():
-    """held_out_levers' calibration references without the examples' origins: the origins of every fingerprint
-    given are found by exact match (each once), and an original that is not among the candidates stops the run."""
-    import torch
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from held_out_levers import origins_in
-    from conferprint.fingerprint import Fingerprint
-
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(20, 1, 4, 4, generator=gen)
-    fp = Fingerprint(inputs=x[[3, 7]] + 0.01, keys=torch.tensor([1, 2]), originals=x[[3, 7]].clone())
-    ctl = Fingerprint(inputs=x[[7, 12, 0]], keys=torch.tensor([0, 0, 0]), originals=x[[7, 12, 0]].clone())
-    assert origins_in(x, fp, ctl).tolist() == [0, 3, 7, 12]
-    stranger = Fingerprint(inputs=x[:1], keys=torch.tensor([0]), originals=torch.rand(1, 1, 4, 4, generator=gen))
-    with pytest.raises(SystemExit, match="not among the candidates"):
-        origins_in(x, fp, stranger)
-
-
 def test_default_calibration_has_three_references_per_held_out_architecture():
     """The default's verdict threshold is fitted on 12 D1 references, 3 per testing architecture with its epochs
     (stop 23; docs/results/separation-summary.md §16), and the benchmarks that reload the older studies keep 8."""

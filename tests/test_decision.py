@@ -263,3 +263,26 @@ def test_verdict_uses_only_top1_labels(verification_kit):
     res = verify_suspect(fp, model_oracle(model), suspect="local", seed=0)
     flipped = verify_suspect(fp, lambda x: (model_oracle(model)(x) + 1) % 10, suspect="local", seed=0)
     assert res["verdict"] == "stolen" and flipped["verdict"] == "independent" and flipped["matches"] == 0
+
+
+def test_origins_are_found_among_the_candidates_and_a_stranger_is_refused():
+    """The calibration references without the examples' origins: the origins of every fingerprint given are found
+    by exact match (each once); an original that is not among the candidates, or a fingerprint that stores no
+    originals, is refused."""
+    import torch
+
+    from conferprint.experiments.quickstart import origins_in
+    from conferprint.fingerprint import Fingerprint
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 1, 4, 4, generator=gen)
+    fp = Fingerprint(inputs=x[[3, 7]] + 0.01, keys=torch.tensor([1, 2]), originals=x[[3, 7]].clone())
+    ctl = Fingerprint(inputs=x[[7, 12, 0]], keys=torch.tensor([0, 0, 0]), originals=x[[7, 12, 0]].clone())
+    assert origins_in(x, fp, ctl).tolist() == [0, 3, 7, 12]
+    stranger = Fingerprint(inputs=x[:1], keys=torch.tensor([0]), originals=torch.rand(1, 1, 4, 4, generator=gen))
+    with pytest.raises(ValueError, match="not among the candidates"):
+        origins_in(x, fp, stranger)
+    with pytest.raises(ValueError, match="original images"):
+        origins_in(x, fp, Fingerprint(inputs=x[:1], keys=torch.tensor([0])))
+
+

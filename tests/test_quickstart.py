@@ -213,6 +213,50 @@ def test_calibrated_threshold_is_fitted_on_calibration_references_only(tiny_run,
         replace(cfg, threshold_rule="median")
 
 
+def test_calibration_without_origins_trains_after_generation_and_joins_the_verdict(tiny_run, tmp_path):
+    """``calibration_without_origins``: the calibration groups trained again, after generation, on D1 without the
+    images the fingerprint's and the control's examples were made from; the verdict is fitted on both sets; a
+    rerun reuses them. Without a calibrated threshold it is refused."""
+    from dataclasses import replace
+
+    from conferprint.experiments.quickstart import _g, origins_in, prepare_study
+    from conferprint.fingerprint import load_fingerprint
+    from conferprint.verify.calibration import prediction_threshold
+    from conferprint.zoo import Zoo
+
+    out, _ = tiny_run
+    run_dir = tmp_path / "clean"
+    shutil.copytree(out, run_dir)
+    cfg = replace(TINY, score="control_diff", calibration=(_g("mlp", "reference", "ground_truth", 3, 1),),
+                  threshold="calibrated", threshold_alpha=0.1, calibration_without_origins=True)
+    res = run_quickstart(run_dir, cfg, seed=0, data_dir=FMNIST_DIR, progress=False)
+    assert res["retrained"] == {"count": 6, "of": res["retrained"]["of"]} and not res["fingerprint"]["generated_now"]
+    own = [m for m in res["training_models"] if m["group"] == "calibration"]
+    clean = [m for m in res["training_models"] if m["group"] == "calibration-clean"]
+    names = [f"cal-reference-mlp-ground_truth-{i}" for i in range(3)]
+    assert [m["name"] for m in own] == names and [m["name"] for m in clean] == [f"calibration-clean/{n}" for n in names]
+    fit = res["threshold_fit"]
+    assert fit["models"] == names + [m["name"] for m in clean] and fit["n_references"] == 6
+    assert res["threshold"] == pytest.approx(prediction_threshold([m["score"] for m in own + clean], 0.1)["threshold"])
+
+    # trained on D1 less exactly the origins of the fingerprint and of the control (the tiny preset's PGD set)
+    fp, ctl = load_fingerprint(run_dir / "fingerprint"), load_fingerprint(run_dir / "fingerprint-pgd.json")
+    study = prepare_study(cfg, run_dir / "zoo", seed=0, data_dir=FMNIST_DIR)
+    left_out = len(origins_in(study.x1, fp, ctl))
+    assert 0 < left_out <= len(fp) + len(ctl) and res["calibration_without_origins"]["images_left_out"] == left_out
+    zoo = Zoo(run_dir / "calibration-clean")
+    split = f"D1-without-origins-{fp.manifest['content_sha256'][:12]}-{ctl.manifest['content_sha256'][:12]}"
+    assert all(zoo.meta(n)["spec"]["data"] == f"{split}(n={len(study.x1) - left_out},seed=0)" for n in names)
+    assert Zoo(run_dir / "zoo").meta(names[0])["spec"]["data"] == f"D1(n={len(study.x1)},seed=0)"  # own: all of D1
+    # a rerun trains nothing and fits the same verdict
+    again = run_quickstart(run_dir, cfg, seed=0, data_dir=FMNIST_DIR, progress=False)
+    assert again["retrained"]["count"] == 0 and again["threshold"] == pytest.approx(res["threshold"])
+    with pytest.raises(ValueError, match="calibration_without_origins needs threshold 'calibrated'"):
+        replace(TINY, calibration_without_origins=True)
+    assert main(["quickstart", "--out", str(tmp_path / "x"), "--preset", "tiny", "--calibration-without-origins",
+                 "--data-dir", str(FMNIST_DIR)]) != 0
+
+
 def test_equal_control_differences_tie_exactly_despite_float32_noise():
     """0 − 0.002 and 0.01 − 0.012 are the same score; from float32 CAEAccs they differ by ~2e-10, which would order
     a surrogate and a reference at random in the AUC (the replays of seeds 5, 9, 10, 16 of the default study)."""

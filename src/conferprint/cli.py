@@ -28,6 +28,13 @@ def _quickstart(args: argparse.Namespace) -> int:
                                             else cfg.threshold_confidence))
         if args.threshold_confidence is not None and cfg.threshold_rule != "tolerance":
             raise ValueError("--threshold-confidence applies to --threshold-rule tolerance")
+    if args.calibration_without_origins is not None:
+        from dataclasses import replace
+
+        if cfg.threshold != "calibrated":
+            raise ValueError(f"--calibration-without-origins applies to presets with a calibrated threshold; "
+                             f"{args.preset!r} has a fixed one ({cfg.threshold})")
+        cfg = replace(cfg, calibration_without_origins=args.calibration_without_origins)
     if args.batch_size is not None:  # bigger batches for a GPU, with the linear learning-rate rule
         from dataclasses import replace
 
@@ -247,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "--threshold-confidence; a higher bar, fewer stolen models caught)")
     q.add_argument("--threshold-confidence", type=float, default=None,
                    help="confidence of the tolerance rule (default 0.9)")
+    q.add_argument("--calibration-without-origins", action=argparse.BooleanOptionalAction, default=None,
+                   help="also train the calibration references on the defender's data without the images the "
+                   "fingerprint's and the control's examples were made from, and fit the verdict on both sets "
+                   "(default: the preset's)")
     q.add_argument("--batch-size", type=int, default=None,
                    help="training batch size (default: the preset's); the peak learning rate scales linearly with it")
     q.set_defaults(func=_quickstart)
