@@ -30,6 +30,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,18 @@ def verdicts(cal: list[dict], testing: list[dict], n: int, alpha: float, rule: s
             "stolen": sorted(k for k, v in stolen.items() if v)}
 
 
+def run_setting(recorded: dict) -> str:
+    """Which of ``SETTINGS`` a run's verdict used, from its recorded config (``own`` before §37)."""
+    rule = recorded.get("threshold_rule", "prediction")
+    clean = recorded.get("calibration_without_origins", False)
+    found = {("prediction", False): "own", ("tolerance", False): "own, tolerance",
+             ("prediction", True): "own + clean"}.get((rule, clean))
+    if found is None:
+        raise SystemExit(f"a verdict this benchmark does not score: threshold rule {rule!r}, calibration without "
+                         f"origins {clean}")
+    return found
+
+
 def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
     """One finished run of ``config`` on ``seed`` in ``folder``: its calibration references trained again without the
     examples' origins, and the four settings' verdicts on its testing models."""
@@ -81,6 +94,11 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
     if not found.is_file():
         raise SystemExit(f"{folder}: no results.json; run benchmarks/quickstart_seeds.py --seeds {seed} first")
     res = json.loads(found.read_text())
+    setting = run_setting(res["config"])
+    # a run of the preset as it stands now, but for which of the settings scored here its verdict used (the series
+    # holds runs from before the default's verdict changed; separation-summary §37)
+    config = replace(config, threshold_rule=res["config"].get("threshold_rule", "prediction"),
+                     calibration_without_origins=res["config"].get("calibration_without_origins", False))
     if res["seed"] != seed or not same_config(res["config"], config):
         raise SystemExit(f"{folder}: not a run of the {config.preset!r} preset as it stands now on seed {seed}")
     if res.get("threshold_fit") is None or not config.calibration:
@@ -93,14 +111,16 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
         raise SystemExit(f"{folder}: its zoo lacked models the run had (trained now); not the finished run")
     fps = {"cem": fp, "control": ctl}
     own = score_models(study.calibration, fps, "calibration", None, "control")
-    recorded = res["threshold_fit"]["scores"]
-    if [round(r["score"], 9) for r in own] != [round(s, 9) for s in recorded]:
+    recorded = [round(s, 9) for s in res["threshold_fit"]["scores"]]
+    if [round(r["score"], 9) for r in own] != recorded[: len(own)]:
         raise SystemExit(f"{folder}: its calibration references no longer give the scores the run recorded")
 
     # the library's clean calibration (the same group names as the run's, so the same initial weights; only the
     # data differ), in the run's own zoo for it
     clean_models, dropped = clean_calibration(config, study, folder / CLEAN_CALIBRATION, seed, fp, ctl)
     clean = score_models(clean_models, fps, "calibration-clean", None, "control")
+    if [round(r["score"], 9) for r in own + (clean if setting == "own + clean" else [])] != recorded:
+        raise SystemExit(f"{folder}: the run's verdict was fitted on other calibration references than this benchmark's")
 
     testing = res["models"]
     n, alpha = len(fp), config.threshold_alpha
@@ -108,10 +128,10 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
             "own, tolerance": verdicts(own, testing, n, alpha, "tolerance"),
             "clean": verdicts(clean, testing, n, alpha, "prediction"),
             "own + clean": verdicts(own + clean, testing, n, alpha, "prediction")}
-    mine = rows["own"]
+    mine = rows[setting]
     if (mine["surrogates_stolen"], mine["references_stolen"]) != (res["decisions"]["true_positives"],
                                                                   res["decisions"]["false_positives"]):
-        raise SystemExit(f"{folder}: the own references' verdicts differ from the run's ({mine} against "
+        raise SystemExit(f"{folder}: the {setting!r} verdicts differ from the run's ({mine} against "
                          f"{res['decisions']})")
     return {"seed": seed, "preset": config.preset, "origins_left_out": dropped,
             "clean_training_images": len(study.x1) - dropped,

@@ -5,6 +5,7 @@ next real run; this runs every setting of its sweep on tiny models, as a subproc
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -899,6 +900,19 @@ def test_calibration_origins_reproduces_the_run_and_trains_without_the_origins(t
     assert again["clean_trained_now"] == 0 and again["clean_scores"] == row["clean_scores"]
     with pytest.raises(SystemExit, match="not a run"):
         co.run_seed(0, replace(cfg, threshold_alpha=0.1), run, FMNIST_DIR)
+    # a run whose verdict used the clean references too (§37's candidate): checked against that setting, its
+    # clean references the very models this benchmark trains (nothing new), whatever the preset now says
+    both = tmp_path / "both"
+    shutil.copytree(run, both)
+    res2 = run_quickstart(both, replace(cfg, calibration_without_origins=True), seed=0, data_dir=FMNIST_DIR,
+                          progress=False)
+    assert res2["retrained"]["count"] == 0  # the benchmark's clean zoo is the library's
+    row2 = co.run_seed(0, cfg, both, FMNIST_DIR)
+    assert row2["settings"]["own + clean"]["threshold"] == pytest.approx(res2["threshold"])
+    assert co.run_setting(res2["config"]) == "own + clean" and co.run_setting(res["config"]) == "own"
+    assert co.run_setting({"threshold_rule": "tolerance"}) == "own, tolerance"
+    with pytest.raises(SystemExit, match="does not score"):
+        co.run_setting({"threshold_rule": "tolerance", "calibration_without_origins": True})
     with pytest.raises(SystemExit, match="no results.json"):
         co.run_seed(1, cfg, tmp_path / "none", FMNIST_DIR)
 
