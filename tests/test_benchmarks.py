@@ -208,11 +208,12 @@ def test_quickstart_seeds_collects_older_runs_and_refits_the_tolerance_rule():
     from conferprint.experiments.quickstart import DEFAULT
     from conferprint.verify.calibration import tolerance_threshold
 
-    now = DEFAULT.to_dict()
+    base = replace(DEFAULT, threshold_rule="prediction")  # a field at the config's default (the default preset's until §37)
+    now = base.to_dict()
     older = {k: v for k, v in now.items() if k not in ("threshold_rule", "threshold_confidence")}
-    assert same_config(now, DEFAULT) and same_config(older, DEFAULT)
-    assert not same_config(older, replace(DEFAULT, threshold_rule="tolerance"))
-    assert not same_config({**older, "threshold_alpha": 0.1}, DEFAULT) and not same_config({**now, "new": 1}, DEFAULT)
+    assert same_config(now, base) and same_config(older, base)
+    assert not same_config(older, DEFAULT)  # the default preset's verdict now uses the tolerance bound
+    assert not same_config({**older, "threshold_alpha": 0.1}, base) and not same_config({**now, "new": 1}, base)
     cal = [0.0, 0.05, -0.05, 0.1, 0.02]
     thr = tolerance_threshold(cal, 0.05, 0.9)["threshold"]
     res = {"threshold_fit": {"scores": cal, "alpha": 0.05},

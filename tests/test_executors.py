@@ -95,7 +95,7 @@ def test_cli_refuses_a_threshold_rule_where_the_threshold_is_fixed(tmp_path, cap
     rc = main(["quickstart", "--out", str(tmp_path / "o"), "--preset", "tiny", "--threshold-rule", "tolerance"])
     assert rc == 2 and "apply to presets with a calibrated threshold" in capsys.readouterr().err
     # a confidence without the rule it belongs to, or out of range: refused before anything runs
-    rc = main(["quickstart", "--out", str(tmp_path / "o"), "--threshold-confidence", "0.95"])
+    rc = main(["quickstart", "--out", str(tmp_path / "o"), "--threshold-rule", "prediction", "--threshold-confidence", "0.95"])
     assert rc == 2 and "applies to --threshold-rule tolerance" in capsys.readouterr().err
     rc = main(["quickstart", "--out", str(tmp_path / "o"), "--threshold-rule", "tolerance", "--threshold-confidence", "0"])
     assert rc == 2 and "threshold_confidence must be in (0, 1)" in capsys.readouterr().err

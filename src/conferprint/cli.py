@@ -249,9 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     q.add_argument("--bf16", action="store_true", help="bf16 autocast while training and in CEM's optimisation (CUDA, or a CPU with bf16 support)")
     q.add_argument("--threshold-rule", choices=["prediction", "tolerance"], default=None,
-                   help="how the verdict's threshold is fitted on the calibration references: 'prediction' (the presets' "
-                   "default; false accusations at rate alpha on average) or 'tolerance' (at most alpha with probability "
-                   "--threshold-confidence; a higher bar, fewer stolen models caught)")
+                   help="how the verdict's threshold is fitted on the calibration references: 'prediction' (false "
+                   "accusations at rate alpha on average; the CIFAR-10 presets') or 'tolerance' (at most alpha with "
+                   "probability --threshold-confidence; a higher bar, fewer stolen models caught; the default preset's)")
     q.add_argument("--threshold-confidence", type=float, default=None,
                    help="confidence of the tolerance rule (default 0.9)")
     q.add_argument("--calibration-without-origins", action=argparse.BooleanOptionalAction, default=None,
