@@ -205,12 +205,15 @@ def confirmation(runs: list[dict], alpha: float = 0.05, first: int = CONFIRM_FIR
     n_test = runs[0]["n_references"]
     out: dict = {"first_seed": first, "new_seeds": [r["seed"] for r in new], "alpha": alpha, "order": list(CONFIRM_ORDER),
                  "candidates": {}}
+    spreads: dict[tuple[int, int], dict] = {}  # by (draws, calibration references): the same for own and tolerance
     for c in CONFIRM_ORDER:
         n_cal = new[0]["settings"][c]["n_calibration"]
         row = {"n_calibration": n_cal}
         for part, rs in (("new", new), ("all", runs)):
             stolen = sum(r["settings"][c]["references_stolen"] for r in rs)
-            spread = null_spread(len(rs), n_cal, n_test, alpha, reps=reps)
+            if (len(rs), n_cal) not in spreads:
+                spreads[len(rs), n_cal] = null_spread(len(rs), n_cal, n_test, alpha, reps=reps)
+            spread = spreads[len(rs), n_cal]
             tail = spread["p_at_least"]
             row[part] = {"draws": len(rs), "references_stolen": stolen, "references": sum(r["n_references"] for r in rs),
                          "surrogates_stolen": sum(r["settings"][c]["surrogates_stolen"] for r in rs),

@@ -284,5 +284,3 @@ def test_origins_are_found_among_the_candidates_and_a_stranger_is_refused():
         origins_in(x, fp, stranger)
     with pytest.raises(ValueError, match="original images"):
         origins_in(x, fp, Fingerprint(inputs=x[:1], keys=torch.tensor([0])))
-
-

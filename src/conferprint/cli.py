@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 # experiments.quickstart.PRESETS' names, spelled here so that --help needs no torch (a test keeps them equal)
@@ -18,8 +19,6 @@ def _quickstart(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers applies to --executor pool, not {args.executor!r}")
     cfg = resolve_config(args.preset)
     if args.threshold_rule is not None or args.threshold_confidence is not None:
-        from dataclasses import replace
-
         if cfg.threshold != "calibrated":
             raise ValueError(f"--threshold-rule and --threshold-confidence apply to presets with a calibrated threshold; "
                              f"{args.preset!r} has a fixed one ({cfg.threshold})")
@@ -29,15 +28,11 @@ def _quickstart(args: argparse.Namespace) -> int:
         if args.threshold_confidence is not None and cfg.threshold_rule != "tolerance":
             raise ValueError("--threshold-confidence applies to --threshold-rule tolerance")
     if args.calibration_without_origins is not None:
-        from dataclasses import replace
-
         if cfg.threshold != "calibrated":
             raise ValueError(f"--calibration-without-origins applies to presets with a calibrated threshold; "
                              f"{args.preset!r} has a fixed one ({cfg.threshold})")
         cfg = replace(cfg, calibration_without_origins=args.calibration_without_origins)
     if args.batch_size is not None:  # bigger batches for a GPU, with the linear learning-rate rule
-        from dataclasses import replace
-
         from conferprint.training import scale_batch
 
         cfg = replace(cfg, train=scale_batch(cfg.train, args.batch_size))

@@ -709,6 +709,7 @@ def run_quickstart(
     if stored is not fp:
         save_fingerprint(stored, out / "fingerprint")
 
+    every_model = [source, *training, *study.calibration, *study.calibration_clean, *study.validation, *testing]
     key = "calibrated" if config.score != "cae_acc" else "cem"
     cem_summary = summarize(models, key)
     tp = sum(r["verdict"] == "stolen" for r in models if r["role"] == "surrogate")
@@ -741,10 +742,7 @@ def run_quickstart(
         "training_models": training_rows,
         "timings": timings,
         "recorded_costs": recorded_costs(study, fps, timings),
-        "retrained": {"count": sum(m.trained_now for m in [source, *training, *study.calibration, *study.calibration_clean,
-                                                            *study.validation, *testing]),
-                      "of": 1 + len(training) + len(study.calibration) + len(study.calibration_clean)
-                      + len(study.validation) + len(testing)},
+        "retrained": {"count": sum(m.trained_now for m in every_model), "of": len(every_model)},
         "calibration_without_origins": None if origins_left_out is None else {
             "images_left_out": origins_left_out, "models": [m.name for m in study.calibration_clean],
             "zoo": CLEAN_CALIBRATION},
