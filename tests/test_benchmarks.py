@@ -966,3 +966,63 @@ def test_calibration_origins_confirmation_adopts_the_first_candidate_consistent_
     assert confirmation(old + [run(s, 0, 3, 3) for s in range(56, 61)], reps=2000)["adopt"] == "own, tolerance"
     fine = [run(s, 0, 0, 0) for s in range(21, 41)] + [run(56, 1, 0, 0)]
     assert confirmation(fine, reps=2000)["adopt"] == "own"
+
+
+def test_split_calibration_trains_the_ensemble_and_the_calibration_on_disjoint_halves(tmp_path):
+    """split_calibration on a finished run of a tiny calibrated preset: the default's verdicts are reproduced, the
+    ensemble and the calibration references are trained on disjoint halves of D1 (twice the epochs), the examples
+    come from the ensemble's half, a rerun reuses everything, and §38's rule needs all three checks."""
+    from dataclasses import replace
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import split_calibration as sc
+    from conferprint.experiments.quickstart import TINY, _g, run_quickstart
+    from conferprint.fingerprint import PGD, load_fingerprint
+
+    if not FMNIST_DIR.is_dir():
+        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
+    cfg = replace(TINY, preset="tiny-cal", pgd=PGD(steps=5, size=20, batch_size=64, max_candidates=64),
+                  control=PGD(steps=5, size=30, batch_size=64, max_candidates=64),
+                  score="control_diff", threshold="calibrated",
+                  calibration=(_g("cnn_small", "reference", "ground_truth", 2, 1), _g("mlp", "reference", "ground_truth", 2, 1)))
+    run = tmp_path / "run"
+    res = run_quickstart(run, cfg, seed=0, data_dir=FMNIST_DIR, progress=False)
+    row = sc.run_seed(0, cfg, run, FMNIST_DIR)
+    own = row["settings"]["own"]
+    assert (own["surrogates_stolen"], own["references_stolen"]) == (res["decisions"]["true_positives"],
+                                                                  res["decisions"]["false_positives"])
+    assert row["d1a"] + row["d1b"] == row["d1"] == cfg.per_half
+    assert row["split"]["trained_now"] == 4 + 4
+    assert row["default"]["goal"]["roc_auc"] == pytest.approx(res["separation"]["roc_auc"])
+    metas = [json.loads(p.read_text()) for p in (run / sc.FOLDER / "zoo").glob("*.json")]
+    assert sorted(m["spec"]["data"].split("(")[0] for m in metas) == ["D1a"] * 4 + ["D1b"] * 4
+    assert {m["epochs"] for m in metas} == {2 * g.epochs for g in cfg.training + cfg.calibration}
+    # the halves are disjoint, and the split's examples were made from D1a's images
+    from conferprint.data import load_dataset, split_defender_attacker
+    data = load_dataset("fashion-mnist", FMNIST_DIR)
+    d1 = split_defender_attacker(len(data.y_train), 0)[0][: cfg.per_half]
+    a, b = sc.halves(len(d1), 0)
+    assert not set(a.tolist()) & set(b.tolist())
+    xa, xb = data.x_train[d1][a], data.x_train[d1][b]
+    fp = load_fingerprint(run / sc.FOLDER / "fingerprint")
+    rows_a = {x.numpy().tobytes() for x in xa}
+    assert all(o.numpy().tobytes() in rows_a for o in fp.originals)
+    assert not {x.numpy().tobytes() for x in xb} & {o.numpy().tobytes() for o in fp.originals}
+    again = sc.run_seed(0, cfg, run, FMNIST_DIR)
+    assert again["split"]["trained_now"] == 0 and again["split"]["scores"] == row["split"]["scores"]
+
+    def draw(seed, split_acc, tol_caught, split_caught, met, dp):
+        cell = lambda caught, acc: {"surrogates_stolen": caught, "references_stolen": acc, "n_calibration": 12,  # noqa: E731
+                                    "bias": 0.0, "threshold": 0.2}
+        return {"seed": seed, "n_surrogates": 8, "n_references": 8,
+                "settings": {"own": cell(7, 1), "own, tolerance": cell(tol_caught, 0), "split": cell(split_caught, split_acc),
+                             "split, tolerance": cell(split_caught - 1, 0)},
+                "default": {"goal": {"goal_met": met[0], "d_prime": dp[0]}},
+                "split": {"goal": {"goal_met": met[1], "d_prime": dp[1]}}}
+    good = [draw(s, 0, 5, 6, (False, True), (2.0, 2.5)) for s in range(10)]
+    assert sc.decision(good, reps=2000)["candidate"]
+    assert not sc.decision([draw(s, 2, 5, 6, (False, True), (2.0, 2.5)) for s in range(10)], reps=2000)["candidate"]
+    assert not sc.decision([draw(s, 0, 6, 6, (False, True), (2.0, 2.5)) for s in range(10)], reps=2000)["candidate"]
+    assert not sc.decision([draw(s, 0, 5, 6, (True, False), (2.0, 2.5)) for s in range(10)], reps=2000)["candidate"]
+    assert not sc.decision([draw(s, 0, 5, 6, (False, True), (2.5, 2.0)) for s in range(10)], reps=2000)["candidate"]
+    assert sc.decision([]) is None
