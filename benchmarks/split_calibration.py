@@ -124,6 +124,9 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
     fps = {"cem": sfp, "pgd": spgd, "control": sctl}
     split_cal = score_models(calibration, fps, "calibration", None, "control")
     split_rows = score_models(study.testing, fps, "testing", None, "control")
+    # a diagnostic, not in the rule: the run's own D1 references (they share D1a with the split's ensemble, and all
+    # of D1 with the source) on the split's fingerprint
+    own_on_split = score_models(study.calibration, fps, "calibration", None, "control")
 
     def ref_mean(rows):
         return statistics.fmean(r["score"] for r in rows if r["role"] == "reference")
@@ -152,7 +155,9 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
                       "train_seconds": float(sum(m.meta.get("train_seconds") or 0.0 for m in ensemble + calibration)),
                       "models_wall_seconds": models_s, "fingerprints_wall_seconds": fps_s,
                       "scores": {r["name"]: r["score"] for r in split_rows},
-                      "calibration_scores": [r["score"] for r in split_cal]},
+                      "calibration_scores": [r["score"] for r in split_cal],
+                      "own_calibration_scores": [r["score"] for r in own_on_split],
+                      "own_calibration_bias": statistics.fmean(r["score"] for r in own_on_split) - ref_mean(split_rows)},
             "n_surrogates": sum(r["role"] == "surrogate" for r in split_rows),
             "n_references": sum(r["role"] == "reference" for r in split_rows),
             "settings": settings}
@@ -203,14 +208,16 @@ def write_md(payload: dict, path: Path) -> None:
              "(✓: the goal met); caught, accused: testing surrogates and references the verdict calls stolen. Bias: the "
              "calibration references' mean score − the testing references'. Protocol: docs/results/separation-summary.md §38.",
              "", "| seed | default | split | PGD AUC: default, split | own, tolerance: caught, accused (bias) | "
-             "split: caught, accused (bias) | split, tolerance | ensemble acc: default, split | split models + fingerprints s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "split: caught, accused (bias) | split, tolerance | own 12 on the split's fingerprint: bias | "
+             "ensemble acc: default, split | split models + fingerprints s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         st = r["settings"]
         cell = lambda s: f"{st[s]['surrogates_stolen']}, {st[s]['references_stolen']} ({st[s]['bias']:+.3f})"  # noqa: E731
         sp = r["split"]
         lines.append(f"| {r['seed']} | {g(r['default']['goal'])} | {g(sp['goal'])} | {r['default']['pgd']['roc_auc']:.3f}, "
                      f"{sp['pgd']['roc_auc']:.3f} | {cell('own, tolerance')} | {cell('split')} | {cell('split, tolerance')} | "
+                     f"{format(sp['own_calibration_bias'], '+.3f') if 'own_calibration_bias' in sp else '–'} | "
                      f"{r['default']['ensemble_test_acc']:.3f}, {sp['ensemble_test_acc']:.3f} | "
                      f"{sp['train_seconds']:.0f} + {sp['fingerprints_wall_seconds']:.0f} |")
     if dec:

@@ -992,7 +992,7 @@ def test_split_calibration_trains_the_ensemble_and_the_calibration_on_disjoint_h
     assert (own["surrogates_stolen"], own["references_stolen"]) == (res["decisions"]["true_positives"],
                                                                   res["decisions"]["false_positives"])
     assert row["d1a"] + row["d1b"] == row["d1"] == cfg.per_half
-    assert row["split"]["trained_now"] == 4 + 4
+    assert row["split"]["trained_now"] == 4 + 4 and len(row["split"]["own_calibration_scores"]) == 4
     assert row["default"]["goal"]["roc_auc"] == pytest.approx(res["separation"]["roc_auc"])
     metas = [json.loads(p.read_text()) for p in (run / sc.FOLDER / "zoo").glob("*.json")]
     assert sorted(m["spec"]["data"].split("(")[0] for m in metas) == ["D1a"] * 4 + ["D1b"] * 4
