@@ -87,16 +87,15 @@ def run_setting(recorded: dict) -> str:
     return found
 
 
-def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
-    """One finished run of ``config`` on ``seed`` in ``folder``: its calibration references trained again without the
-    examples' origins, and the four settings' verdicts on its testing models."""
+def finished_run(seed: int, config, folder: Path, data_dir) -> tuple[dict, object, object, object, object, list[dict]]:
+    """The finished run of ``config`` on ``seed`` in ``folder``, checked to be the run its results record: its
+    results, ``config`` as that run used it (the series holds runs from before the default's verdict changed, §37),
+    its study (nothing retrained), fingerprint, control set, and its own calibration references' rows (their scores
+    the run's). Anything else is refused with the reason."""
     found = folder / "results.json"
     if not found.is_file():
         raise SystemExit(f"{folder}: no results.json; run benchmarks/quickstart_seeds.py --seeds {seed} first")
     res = json.loads(found.read_text())
-    setting = run_setting(res["config"])
-    # a run of the preset as it stands now, but for which of the settings scored here its verdict used (the series
-    # holds runs from before the default's verdict changed; separation-summary §37)
     config = replace(config, threshold_rule=res["config"].get("threshold_rule", "prediction"),
                      calibration_without_origins=res["config"].get("calibration_without_origins", False))
     if res["seed"] != seed or not same_config(res["config"], config):
@@ -109,11 +108,19 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
     study = prepare_study(config, folder / "zoo", seed=seed, data_dir=data_dir)
     if any(m.trained_now for m in [study.source, *study.training, *study.calibration, *study.testing]):
         raise SystemExit(f"{folder}: its zoo lacked models the run had (trained now); not the finished run")
-    fps = {"cem": fp, "control": ctl}
-    own = score_models(study.calibration, fps, "calibration", None, "control")
-    recorded = [round(s, 9) for s in res["threshold_fit"]["scores"]]
-    if [round(r["score"], 9) for r in own] != recorded[: len(own)]:
+    own = score_models(study.calibration, {"cem": fp, "control": ctl}, "calibration", None, "control")
+    if [round(r["score"], 9) for r in own] != [round(s, 9) for s in res["threshold_fit"]["scores"][: len(own)]]:
         raise SystemExit(f"{folder}: its calibration references no longer give the scores the run recorded")
+    return res, config, study, fp, ctl, own
+
+
+def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
+    """One finished run of ``config`` on ``seed`` in ``folder``: its calibration references trained again without the
+    examples' origins, and the four settings' verdicts on its testing models."""
+    res, config, study, fp, ctl, own = finished_run(seed, config, folder, data_dir)
+    setting = run_setting(res["config"])
+    fps = {"cem": fp, "control": ctl}
+    recorded = [round(s, 9) for s in res["threshold_fit"]["scores"]]
 
     # the library's clean calibration (the same group names as the run's, so the same initial weights; only the
     # data differ), in the run's own zoo for it
@@ -147,10 +154,11 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
             "settings": rows}
 
 
-def totals(runs: list[dict]) -> dict:
-    """Per setting, over the runs: surrogates and references called stolen (and of how many), mean bias."""
+def totals(runs: list[dict], settings: tuple[str, ...] = SETTINGS) -> dict:
+    """Per setting, over the runs: surrogates and references called stolen (and of how many), mean bias and
+    threshold."""
     out = {}
-    for s in SETTINGS:
+    for s in settings:
         rows = [r["settings"][s] for r in runs]
         out[s] = {"surrogates_stolen": sum(r["surrogates_stolen"] for r in rows),
                   "references_stolen": sum(r["references_stolen"] for r in rows),

@@ -37,17 +37,16 @@ from pathlib import Path
 from conferprint._io import atomic_write_text
 from conferprint.allocator import tune_cpu_allocator
 from conferprint.data.base import split_defender_attacker
-from conferprint.experiments.quickstart import (CONTROL_NAME, DEFAULT, _make_fingerprint, control_fingerprint,
-                                                prepare_study, score_models, summarize)
+from conferprint.experiments.quickstart import (CONTROL_NAME, DEFAULT, _make_fingerprint, score_models, summarize)
 from conferprint.experiments.zoo_builder import ZooBuilder
 from conferprint.fingerprint.artifact import load_fingerprint
 from conferprint.zoo import Zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import d_prime, separated  # noqa: E402
-from calibration_origins import null_spread, verdicts  # noqa: E402
+from calibration_origins import finished_run, null_spread, totals, verdicts  # noqa: E402
 from ensemble_families import open_log, put_run  # noqa: E402
-from quickstart_seeds import run_folder, same_config  # noqa: E402
+from quickstart_seeds import run_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "split-calibration-fashion-mnist"
@@ -79,26 +78,13 @@ def goal(rows: list[dict], key: str = "calibrated") -> dict:
 def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
     """One finished run of ``config`` (the default preset) on ``seed`` in ``folder``: the split's models,
     fingerprints and verdicts, and the run's own, on its testing models."""
-    found = folder / "results.json"
-    if not found.is_file():
-        raise SystemExit(f"{folder}: no results.json; run benchmarks/quickstart_seeds.py --seeds {seed} first")
-    res = json.loads(found.read_text())
-    # the series holds runs from before the default's verdict became the tolerance bound (§37)
-    config = replace(config, threshold_rule=res["config"].get("threshold_rule", "prediction"))
-    if res["seed"] != seed or not same_config(res["config"], config):
-        raise SystemExit(f"{folder}: not a run of the {config.preset!r} preset as it stands now on seed {seed}")
-    fp, ctl = load_fingerprint(folder / "fingerprint"), control_fingerprint(folder)
-    if fp.manifest["content_sha256"] != res["fingerprint"]["content_sha256"] or ctl is None:
-        raise SystemExit(f"{folder}: its fingerprint or control set is not the one its results were scored on")
-    study = prepare_study(config, folder / "zoo", seed=seed, data_dir=data_dir)
-    if any(m.trained_now for m in [study.source, *study.training, *study.calibration, *study.testing]):
-        raise SystemExit(f"{folder}: its zoo lacked models the run had (trained now); not the finished run")
+    res, config, study, fp, ctl, own = finished_run(seed, config, folder, data_dir)
+    if config.calibration_without_origins:
+        raise SystemExit(f"{folder}: its verdict used the clean calibration references too; this benchmark compares "
+                         "the verdict of the run's own twelve")
     n, alpha = len(fp), config.threshold_alpha
 
     # the default run, model for model (its own D1 calibration references, both bounds)
-    own = score_models(study.calibration, {"cem": fp, "control": ctl}, "calibration", None, "control")
-    if [round(r["score"], 9) for r in own] != [round(s, 9) for s in res["threshold_fit"]["scores"][: len(own)]]:
-        raise SystemExit(f"{folder}: its calibration references no longer give the scores the run recorded")
     default_rows = score_models(study.testing, {"cem": fp, "pgd": load_fingerprint(folder / "fingerprint-pgd"),
                                                 "control": ctl}, "testing", None, "control")
 
@@ -176,11 +162,7 @@ def decision(runs: list[dict], alpha: float = 0.05, reps: int = 20000) -> dict |
     Otherwise it is not a candidate. None before any draw."""
     if not runs:
         return None
-    tot = {s: {"surrogates_stolen": sum(r["settings"][s]["surrogates_stolen"] for r in runs),
-               "references_stolen": sum(r["settings"][s]["references_stolen"] for r in runs),
-               "surrogates": sum(r["n_surrogates"] for r in runs), "references": sum(r["n_references"] for r in runs),
-               "mean_bias": statistics.fmean(r["settings"][s]["bias"] for r in runs),
-               "mean_threshold": statistics.fmean(r["settings"][s]["threshold"] for r in runs)} for s in SETTINGS}
+    tot = totals(runs, SETTINGS)
     spread = null_spread(len(runs), runs[0]["settings"]["split"]["n_calibration"], runs[0]["n_references"], alpha,
                          reps=reps)
     tail = spread["p_at_least"]

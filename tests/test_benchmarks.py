@@ -1010,6 +1010,15 @@ def test_split_calibration_trains_the_ensemble_and_the_calibration_on_disjoint_h
     assert not {x.numpy().tobytes() for x in xb} & {o.numpy().tobytes() for o in fp.originals}
     again = sc.run_seed(0, cfg, run, FMNIST_DIR)
     assert again["split"]["trained_now"] == 0 and again["split"]["scores"] == row["split"]["scores"]
+    with pytest.raises(SystemExit, match="not a run"):
+        sc.run_seed(0, replace(cfg, threshold_alpha=0.1), run, FMNIST_DIR)
+    clean = tmp_path / "clean"  # a run whose verdict used the clean references too: refused, not compared
+    shutil.copytree(run, clean)
+    recorded = json.loads((clean / "results.json").read_text())
+    recorded["config"]["calibration_without_origins"] = True
+    (clean / "results.json").write_text(json.dumps(recorded))
+    with pytest.raises(SystemExit, match="clean calibration references"):
+        sc.run_seed(0, cfg, clean, FMNIST_DIR)
 
     def draw(seed, split_acc, tol_caught, split_caught, met, dp):
         cell = lambda caught, acc: {"surrogates_stolen": caught, "references_stolen": acc, "n_calibration": 12,  # noqa: E731
