@@ -133,14 +133,15 @@ def totals(runs: list[dict], key: str) -> dict | None:
     return out
 
 
-def protocol(runs: list[dict], settings=tuple(SETTINGS), default: str = "D1 75") -> dict | None:
-    """The pre-registered choice (module docstring; `pair_cap.py` uses it too): chosen on fp32 seeds 0–6 by goal
-    met, then mean d′, among the ``settings`` calling no more of those studies' references stolen than
-    ``default``; confirmed on the rest if it meets the goal there as often as ``default`` with a higher mean d′
-    and at most one more false accusation."""
-    choose = [r for r in runs if r["study"] in CHOOSE]
-    confirm = [r for r in runs if r["study"] not in CHOOSE]
-    if len(choose) < len(CHOOSE) or not confirm:
+def protocol(runs: list[dict], settings=tuple(SETTINGS), default: str = "D1 75", choose_on=tuple(CHOOSE)) -> dict | None:
+    """The pre-registered choice (module docstring; `pair_cap.py` and `neighbourhood_rank.py` use it too): chosen on
+    the studies ``choose_on`` (here fp32 seeds 0–6) by goal met, then mean d′, among the ``settings`` calling no
+    more of those studies' references stolen than ``default``; confirmed on the rest if it meets the goal there as
+    often as ``default`` with a higher mean d′ and at most one more false accusation."""
+    choose_on = list(choose_on)
+    choose = [r for r in runs if r["study"] in choose_on]
+    confirm = [r for r in runs if r["study"] not in choose_on]
+    if len(choose) < len(choose_on) or not confirm:
         return None
     base = totals(choose, default)
     ok = {k: t for k in settings if (t := totals(choose, k)) and t["references_stolen"] <= base["references_stolen"]}
@@ -148,7 +149,7 @@ def protocol(runs: list[dict], settings=tuple(SETTINGS), default: str = "D1 75")
     b, c = totals(confirm, default), totals(confirm, pick)
     confirmed = pick != default and c is not None and c["met"] >= b["met"] and c["d_prime"] > b["d_prime"] \
         and c["references_stolen"] <= b["references_stolen"] + 1
-    return {"chosen_on": CHOOSE, "eligible": sorted(ok), "pick": pick, "default": default,
+    return {"chosen_on": choose_on, "eligible": sorted(ok), "pick": pick, "default": default,
             "confirm_studies": [r["study"] for r in confirm], "confirmed": bool(confirmed),
             "choose": {k: totals(choose, k) for k in settings}, "confirm": {k: totals(confirm, k) for k in settings}}
 

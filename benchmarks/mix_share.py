@@ -55,9 +55,10 @@ BUCKETS = ((0, 25), (25, 50), (50, 75), (75, 100))  # ranks within a pool whose 
 POOLS = ("correct", "errors")
 
 
-def pools_of(folder: Path, seed: int, study, fp) -> dict[str, dict[str, np.ndarray]]:
+def pools_of(folder: Path, seed: int, study, fp, inputs: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """Both pools of the study's CEM, replayed (or reloaded from ``folder/mix-share``), answers of the testing
-    models then the calibration references in ``agree``; checked against the study's own fingerprint."""
+    models then the calibration references in ``agree``; checked against the study's own fingerprint. ``inputs``:
+    the optimised examples too (``x_adv``; a cache without them is replayed again and rewritten with them)."""
     cem = CEM(**fp.manifest["params"])
     if cem.candidates != "mixed":
         raise SystemExit(f"{folder}: its fingerprint is not the mixed pool ({cem.candidates!r})")
@@ -68,10 +69,13 @@ def pools_of(folder: Path, seed: int, study, fp) -> dict[str, dict[str, np.ndarr
         path = folder / "mix-share" / f"{pool}.npz"
         if path.exists():
             out[pool] = load_arrays(path)
-            continue
+            if not inputs or "x_adv" in out[pool]:
+                continue
         c = optimise_pool(models, cem.part(pool), seed)
+        c["x_adv"] = c["x_adv"].numpy()
         path.parent.mkdir(exist_ok=True)
-        save_arrays(path, {k: c[k] for k in ("y", "t", "keep", "hard", "p_surr", "p_ref", "agree", "seconds", "candidates")})
+        save_arrays(path, {k: c[k] for k in ("y", "t", "keep", "hard", "p_surr", "p_ref", "agree", "seconds", "candidates")
+                           + (("x_adv",) if inputs else ())})
         out[pool] = c
     # the study's fingerprint is the first half of each pool's ranking: the replay must give it back
     n_err = cem.n_errors

@@ -1035,3 +1035,37 @@ def test_split_calibration_trains_the_ensemble_and_the_calibration_on_disjoint_h
     assert not sc.decision([draw(s, 0, 5, 6, (True, False), (2.0, 2.5)) for s in range(10)], reps=2000)["candidate"]
     assert not sc.decision([draw(s, 0, 5, 6, (False, True), (2.5, 2.0)) for s in range(10)], reps=2000)["candidate"]
     assert sc.decision([]) is None
+
+
+def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
+    """neighbourhood_rank: a shift moves the image by one pixel with a zero border; a key ranks the kept candidates
+    (unscored ones last, ties by hard Confer then position); the protocol chooses on seeds 21-42 only."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import neighbourhood_rank as nr
+
+    x = torch.arange(9.0).reshape(1, 1, 3, 3)
+    assert nr.shifted(x, 1, 0)[0, 0].tolist() == [[0, 0, 0], [0, 1, 2], [3, 4, 5]]  # down one row
+    assert nr.shifted(x, 0, -1)[0, 0].tolist() == [[1, 2, 0], [4, 5, 0], [7, 8, 0]]  # left one column
+    assert len(nr.copies_of(x, "shift", torch.Generator())) == 8
+    noisy = nr.copies_of(x / 9, "gauss 0.05", torch.Generator().manual_seed(0))
+    assert len(noisy) == nr.COPIES and all(0 <= float(c.min()) and float(c.max()) <= 1 for c in noisy)
+
+    c = {"hard": np.array([0.9, 0.8, 0.8, 0.7, 0.95]), "keep": np.array([True, True, True, True, False])}
+    assert nr.ranked(c, None, 3).tolist() == [0, 1, 2]  # the default: hard Confer, the unkept one never
+    key = np.array([0.5, 0.6, 0.6, np.nan, 1.0])
+    assert nr.ranked(c, key, 4).tolist() == [1, 2, 0, 3]  # key first, ties by hard Confer then position, NaN last
+
+    def row(study, **by):
+        return {"study": study, "settings": {k: {"roc_auc": a, "margin": m, "d_prime": d, "gap": 0.1,
+                                                 "surrogates_stolen": 4, "references_stolen": 0}
+                                             for k, (a, m, d) in by.items()}}
+
+    good, bad = (1.0, 0.05, 4.0), (0.9, -0.05, 2.0)
+    base = dict.fromkeys(nr.SETTINGS, bad)
+    choose = [row(f"seed{s}", **{**base, "shift": good}) for s in range(21, 43)]
+    proto = nr.protocol(choose + [row("seed43", **{**base, "shift": good})], nr.SETTINGS, "default", nr.CHOOSE)
+    assert proto["pick"] == "shift" and proto["confirmed"] and proto["confirm_studies"] == ["seed43"]
+    assert nr.protocol(choose[1:] + [row("seed43", **base)], nr.SETTINGS, "default", nr.CHOOSE) is None

@@ -1,0 +1,201 @@
+"""Ranking CEM's candidates by their Confer around the example, not only at it (issue: separation)
+
+    python benchmarks/neighbourhood_rank.py --studies seed21 seed22 ... seed65 --data-dir /usr/share/fashion-mnist
+
+The default keeps each pool's part of the fingerprint (25 of the papers' pool, 75 of the source's mistakes) by hard
+Confer on the 26 training models, and that ranking predicts a candidate's held-out power only weakly (correlation
++0.10 to +0.23, `candidate_signals.py`; summary §6, §21): the top of some 2,000 noisy estimates is partly their
+noise. A signal not tried before: whether the example's conferrability holds in a neighbourhood of it. An input
+whose surrogates follow the source, and whose references do not, only at one exact point is more likely an accident
+of these 26 models; one for which this holds under small changes of the input is more likely a feature that
+held-out models trained like them share (the flat-optimum account of adversarial transfer). Settings, each pool's
+part picked among its kept candidates (adversarial for the source, Confer ≥ τ: what the default keeps), the
+fingerprint's inputs and keys always the optimised examples themselves:
+
+- ``default``: hard Confer (the study's own fingerprint);
+- ``gauss 0.02`` / ``gauss 0.05``: the mean hard Confer of the training models over ``COPIES`` copies
+  ``x + σ·N(0, I)`` clipped to [0, 1], the key fixed (the source's label on ``x``);
+- ``shift``: the same over the 8 one-pixel translations of ``x`` (zero-filled, as the black background).
+
+Ties by hard Confer, then by position, as `CEM.generate` breaks them. Only each pool's best ``TOP`` by hard Confer
+are scored around (the cost is ``TOP × copies × 26`` forward passes); the rest rank below them. Each setting is
+scored as the quickstart scores (CAEAcc − CAEAcc on the control set, the threshold refitted on the study's 12
+calibration references), with the study's models and `mix_share.py`'s replayed pools (checked to give back the
+study's fingerprint); nothing is retrained.
+
+Protocol, committed before any setting was scored (`held_back.protocol` with ``CHOOSE`` below): choose on the
+draws of seeds 21–42 by goal met, then mean d′, among the settings calling no more of those draws' references
+stolen than ``default``; confirm on the draws of seeds 43–65, adopting the pick only if there it meets the goal at
+least as often as ``default``, with a higher mean d′ and at most one more false accusation.
+Writes benchmarks/results/neighbourhood-rank-fashion-mnist.json and docs/results/neighbourhood-rank-fashion-mnist.md.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from conferprint._io import atomic_write_text
+from conferprint.fingerprint.ensemble import folded
+from conferprint.fingerprint.scores import confer, labels_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load_arrays, run_studies, save_arrays, separated, study_key  # noqa: E402
+from held_back import protocol, protocol_lines  # noqa: E402  (the same pre-registered rule)
+from held_out_levers import study_of  # noqa: E402
+from mix_share import POOLS, evaluate, pools_of, scored_models, top  # noqa: E402
+from conferprint.experiments.quickstart import DEFAULT, control_fingerprint  # noqa: E402
+from conferprint.fingerprint import CEM, load_fingerprint  # noqa: E402
+
+STEM = "neighbourhood-rank-fashion-mnist"
+SETTINGS = ("default", "gauss 0.02", "gauss 0.05", "shift")
+CHOOSE = [f"seed{s}" for s in range(21, 43)]
+COPIES = 8
+TOP = 300
+SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` (N, C, H, W) moved by ``dy`` rows and ``dx`` columns, the uncovered border zero."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1))
+    return padded[..., 1 - dy: 1 - dy + h, 1 - dx: 1 - dx + w]
+
+
+def copies_of(x: torch.Tensor, setting: str, gen: torch.Generator) -> list[torch.Tensor]:
+    if setting == "shift":
+        return [shifted(x, dy, dx) for dy, dx in SHIFTS]
+    sigma = float(setting.removeprefix("gauss "))
+    return [(x + sigma * torch.randn(x.shape, generator=gen)).clamp(0, 1) for _ in range(COPIES)]
+
+
+def neighbourhood_confer(surr, refs, x: torch.Tensor, t: torch.Tensor, setting: str, gen: torch.Generator) -> np.ndarray:
+    """The training models' mean hard Confer over ``setting``'s copies of ``x``, the keys ``t`` fixed."""
+    got = [confer(labels_of(surr, xc), labels_of(refs, xc), t) for xc in copies_of(x, setting, gen)]
+    return torch.stack(got).mean(0).numpy()
+
+
+def ranked(c: dict[str, np.ndarray], key: np.ndarray | None, n: int) -> np.ndarray:
+    """The ``n`` kept candidates ``key`` puts first (NaN: not scored, below every scored one), ties by hard Confer,
+    then by position; ``key`` None: the default's pick."""
+    if key is None:
+        return top(c, n)
+    kept = np.flatnonzero(c["keep"])
+    k = np.nan_to_num(key[kept].astype(np.float64), nan=-1.0)
+    order = np.lexsort((np.arange(len(kept)), -c["hard"][kept].astype(np.float64), -k))
+    return kept[order[:n]]
+
+
+def neighbourhood_keys(folder: Path, seed: int, study, pools) -> dict[str, dict[str, np.ndarray]]:
+    """Per setting but the default and per pool, the neighbourhood Confer of the pool's best ``TOP`` (NaN elsewhere);
+    reloaded from ``folder/neighbourhood/keys.npz`` where an earlier run finished them."""
+    path = folder / "neighbourhood" / "keys.npz"
+    if path.exists():
+        flat = load_arrays(path)
+        return {s: {p: flat[f"{s}|{p}"] for p in POOLS} for s in SETTINGS[1:]}
+    surr = folded([m.model for m in study.training_role("surrogate")])
+    refs = folded([m.model for m in study.training_role("reference")])
+    out: dict[str, dict[str, np.ndarray]] = {s: {} for s in SETTINGS[1:]}
+    for pool in POOLS:
+        c = pools[pool]
+        idx = top(c, TOP)
+        x, t = torch.from_numpy(c["x_adv"][idx]), torch.from_numpy(c["t"][idx]).long()
+        for s in SETTINGS[1:]:
+            gen = torch.Generator().manual_seed(seed * 1000 + SETTINGS.index(s))
+            key = np.full(len(c["keep"]), np.nan, dtype=np.float32)
+            key[idx] = neighbourhood_confer(surr, refs, x, t, s, gen)
+            out[s][pool] = key
+    path.parent.mkdir(exist_ok=True)
+    save_arrays(path, {f"{s}|{p}": v for s, d in out.items() for p, v in d.items()})
+    return out
+
+
+def run_study(name: str, data_dir) -> dict:
+    folder, seed, _, study = study_of(name, data_dir, DEFAULT)
+    fp, ctl_fp = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
+    cem = CEM(**fp.manifest["params"])
+    t0 = time.perf_counter()
+    pools = pools_of(folder, seed, study, fp, inputs=True)
+    t1 = time.perf_counter()
+    keys = neighbourhood_keys(folder, seed, study, pools)
+    t2 = time.perf_counter()
+    _, ctl_answers, is_surr = scored_models(study, ctl_fp)
+    ctl, n = ctl_answers.mean(1), len(is_surr)
+    settings, overlap = {}, {}
+    default_idx = {p: ranked(pools[p], None, k) for p, k in (("correct", cem.size - cem.n_errors), ("errors", cem.n_errors))}
+    for s in SETTINGS:
+        idx = {p: ranked(pools[p], None if s == "default" else keys[s][p], len(default_idx[p])) for p in POOLS}
+        if any(len(idx[p]) < len(default_idx[p]) for p in POOLS):
+            settings[s] = None
+            continue
+        answers = np.concatenate([pools[p]["agree"][:, idx[p]] for p in POOLS], axis=1)
+        settings[s] = evaluate(answers, ctl, is_surr, n)
+        overlap[s] = int(sum(len(np.intersect1d(idx[p], default_idx[p])) for p in POOLS))
+    # a diagnostic, not used by any choice: how each key predicts the testing models' held-out power over the
+    # candidates it scored (share of testing surrogates minus share of testing references giving the key)
+    corr = {}
+    for p in POOLS:
+        c = pools[p]
+        a = c["agree"][:n].astype(np.float64)
+        power = a[is_surr].mean(0) - a[~is_surr].mean(0)
+        scored = np.flatnonzero(~np.isnan(keys[SETTINGS[1]][p]))
+        corr[p] = {"hard Confer": float(np.corrcoef(c["hard"][scored].astype(np.float64), power[scored])[0, 1])}
+        for s in SETTINGS[1:]:
+            corr[p][s] = float(np.corrcoef(keys[s][p][scored].astype(np.float64), power[scored])[0, 1])
+    return {"study": name, "settings": settings, "overlap_with_default": overlap, "correlation": corr,
+            "models": [m.name for m in study.testing], "replay_seconds": t1 - t0, "neighbourhood_seconds": t2 - t1,
+            "seconds": time.perf_counter() - t0}
+
+
+def write_md(payload: dict, path: Path) -> None:
+    runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
+    lines = ["# Ranking CEM's candidates by their Confer around the example (Fashion-MNIST)", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
+             f"Settings (`benchmarks/neighbourhood_rank.py`'s docstring): `default` picks each pool's part by hard Confer "
+             f"on the 26 training models; `gauss σ` by their mean hard Confer over {COPIES} Gaussian copies of the example; "
+             f"`shift` over its 8 one-pixel translations (each pool's best {TOP} scored). Cells: AUC / margin / d′ on the "
+             "8 + 8 testing models; goal met: AUC ≥ 0.95 and margin > 0; stolen: the score at or above the threshold "
+             "refitted on the study's 12 calibration references; `same`: examples shared with the default's 100.", "",
+             "| study | " + " | ".join(SETTINGS) + " | same as default (" + ", ".join(SETTINGS[1:]) + ") | seconds |",
+             "| --- |" + " --- |" * (len(SETTINGS) + 2)]
+    for r in runs:
+        cells = [(f"{v['roc_auc']:.3f} / {v['margin']:+.3f} / {v['d_prime']:.2f}" + (" ✓" if separated(v["roc_auc"], v["margin"]) else ""))
+                 if (v := r["settings"].get(s)) else "–" for s in SETTINGS]
+        same = ", ".join(str(r["overlap_with_default"].get(s, "–")) for s in SETTINGS[1:])
+        lines.append(f"| {r['study']} | " + " | ".join(cells) + f" | {same} | {r['seconds']:.0f} |")
+    lines += ["", "Over the draws measured:", "", "| setting | goal met | mean d′ | paired d′ − default (± se) | mean gap | "
+              "stolen: surrogates, references | corr(key, held-out power): correct, mistakes |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        rows = [(r["settings"].get(s), r["settings"].get("default")) for r in runs]
+        rows = [(v, d) for v, d in rows if v and d]
+        if not rows:
+            continue
+        diff = np.array([v["d_prime"] - d["d_prime"] for v, d in rows])
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        ck = "hard Confer" if s == "default" else s
+        cr = [np.mean([r["correlation"][p][ck] for r in runs]) for p in POOLS]
+        lines.append(f"| {s} | {sum(separated(v['roc_auc'], v['margin']) for v, _ in rows)} / {len(rows)} | "
+                     f"{np.mean([v['d_prime'] for v, _ in rows]):.2f} | {diff.mean():+.2f} ± {se:.2f} | "
+                     f"{np.mean([v['gap'] for v, _ in rows]):.3f} | {sum(v['surrogates_stolen'] for v, _ in rows)} / "
+                     f"{8 * len(rows)}, {sum(v['references_stolen'] for v, _ in rows)} / {8 * len(rows)} | "
+                     f"{cr[0]:+.3f}, {cr[1]:+.3f} |")
+    proto = payload.get("protocol")
+    if proto:
+        lines += protocol_lines(proto, SETTINGS)
+    else:
+        lines += ["", f"Protocol: not applied yet (it needs every draw of {CHOOSE[0]}–{CHOOSE[-1]} and at least one other)."]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_studies(argv, script="neighbourhood_rank.py", stem=STEM, description=__doc__.split("\n\n")[0],
+                       run_study=run_study, write_md=write_md,
+                       extra=lambda payload: payload.update(protocol=protocol(payload["runs"], SETTINGS, "default", CHOOSE)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
