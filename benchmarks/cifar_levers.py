@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import CIFAR10, CONTROL_NAME, PRESETS, _make_fingerprint, prepare_study, versions
+from conferprint.experiments.quickstart import CIFAR10, CONTROL_NAME, PRESETS, make_fingerprint, prepare_study, versions
 from conferprint.fingerprint.ensemble import select_conferrable
 from conferprint.training import predict_labels, predict_logits
 from conferprint.verify import separation_stats
@@ -188,9 +188,9 @@ def run(args) -> None:
     study = prepare_study(config, out / "zoo", seed=args.seed, data_dir=args.data_dir, device=args.device, amp=args.bf16)
     study_s = time.perf_counter() - t0
     nc = study.data.num_classes
-    ctl_fp, _ = _make_fingerprint(config.control or config.pgd, CONTROL_NAME, out, study.source, [], [], study.x1, study.y1,
+    ctl_fp, _ = make_fingerprint(config.control or config.pgd, CONTROL_NAME, out, study.source, [], [], study.x1, study.y1,
                                   args.seed + 100, nc, False)
-    pgd_fp, _ = _make_fingerprint(config.pgd, "fingerprint-pgd", out, study.source, [], [], study.x1, study.y1,
+    pgd_fp, _ = make_fingerprint(config.pgd, "fingerprint-pgd", out, study.source, [], [], study.x1, study.y1,
                                   args.seed, nc, False)
 
     meta = {"preset": args.preset, "seed": args.seed, "bf16": args.bf16, "source_epochs": config.source_epochs,

@@ -114,81 +114,92 @@ def neighbourhood_keys(folder: Path, seed: int, study, pools) -> dict[str, dict[
     return out
 
 
-def run_study(name: str, data_dir) -> dict:
+def rank_study(name: str, data_dir, settings, keys_of) -> dict:
+    """One finished default study scored with each of ``settings`` (the first the default's hard Confer); ``keys_of
+    (folder, seed, study, pools)`` gives the others' keys per pool (NaN: not scored). `family_rank.py` uses it too."""
     folder, seed, _, study = study_of(name, data_dir, DEFAULT)
     fp, ctl_fp = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
     cem = CEM(**fp.manifest["params"])
     t0 = time.perf_counter()
     pools = pools_of(folder, seed, study, fp, inputs=True)
     t1 = time.perf_counter()
-    keys = neighbourhood_keys(folder, seed, study, pools)
+    keys = keys_of(folder, seed, study, pools)
     t2 = time.perf_counter()
     _, ctl_answers, is_surr = scored_models(study, ctl_fp)
     ctl, n = ctl_answers.mean(1), len(is_surr)
-    settings, overlap = {}, {}
+    scored_settings, overlap = {}, {}
     default_idx = {p: ranked(pools[p], None, k) for p, k in (("correct", cem.size - cem.n_errors), ("errors", cem.n_errors))}
-    for s in SETTINGS:
-        idx = {p: ranked(pools[p], None if s == "default" else keys[s][p], len(default_idx[p])) for p in POOLS}
+    for s in settings:
+        idx = {p: ranked(pools[p], None if s == settings[0] else keys[s][p], len(default_idx[p])) for p in POOLS}
         if any(len(idx[p]) < len(default_idx[p]) for p in POOLS):
-            settings[s] = None
+            scored_settings[s] = None
             continue
         answers = np.concatenate([pools[p]["agree"][:, idx[p]] for p in POOLS], axis=1)
-        settings[s] = evaluate(answers, ctl, is_surr, n)
+        scored_settings[s] = evaluate(answers, ctl, is_surr, n)
         overlap[s] = int(sum(len(np.intersect1d(idx[p], default_idx[p])) for p in POOLS))
     # a diagnostic, not used by any choice: how each key predicts the testing models' held-out power over the
-    # candidates it scored (share of testing surrogates minus share of testing references giving the key)
+    # candidates every key scored (share of testing surrogates minus share of testing references giving the key)
     corr = {}
     for p in POOLS:
         c = pools[p]
         a = c["agree"][:n].astype(np.float64)
         power = a[is_surr].mean(0) - a[~is_surr].mean(0)
-        scored = np.flatnonzero(~np.isnan(keys[SETTINGS[1]][p]))
+        scored = np.flatnonzero(c["keep"] & np.all([~np.isnan(keys[s][p]) for s in settings[1:]], axis=0))
         corr[p] = {"hard Confer": float(np.corrcoef(c["hard"][scored].astype(np.float64), power[scored])[0, 1])}
-        for s in SETTINGS[1:]:
+        for s in settings[1:]:
             corr[p][s] = float(np.corrcoef(keys[s][p][scored].astype(np.float64), power[scored])[0, 1])
-    return {"study": name, "settings": settings, "overlap_with_default": overlap, "correlation": corr,
-            "models": [m.name for m in study.testing], "replay_seconds": t1 - t0, "neighbourhood_seconds": t2 - t1,
+    return {"study": name, "settings": scored_settings, "overlap_with_default": overlap, "correlation": corr,
+            "models": [m.name for m in study.testing], "replay_seconds": t1 - t0, "key_seconds": t2 - t1,
             "seconds": time.perf_counter() - t0}
 
 
-def write_md(payload: dict, path: Path) -> None:
+def run_study(name: str, data_dir) -> dict:
+    return rank_study(name, data_dir, SETTINGS, neighbourhood_keys)
+
+
+def report_lines(payload: dict, settings, choose, title: str, note: str) -> list[str]:
+    """The report of a ranking benchmark (`rank_study`'s rows): per draw, then over the draws, then the protocol."""
     runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
-    lines = ["# Ranking CEM's candidates by their Confer around the example (Fashion-MNIST)", "",
-             "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
-             f"Settings (`benchmarks/neighbourhood_rank.py`'s docstring): `default` picks each pool's part by hard Confer "
-             f"on the 26 training models; `gauss σ` by their mean hard Confer over {COPIES} Gaussian copies of the example; "
-             f"`shift` over its 8 one-pixel translations (each pool's best {TOP} scored). Cells: AUC / margin / d′ on the "
-             "8 + 8 testing models; goal met: AUC ≥ 0.95 and margin > 0; stolen: the score at or above the threshold "
-             "refitted on the study's 12 calibration references; `same`: examples shared with the default's 100.", "",
-             "| study | " + " | ".join(SETTINGS) + " | same as default (" + ", ".join(SETTINGS[1:]) + ") | seconds |",
-             "| --- |" + " --- |" * (len(SETTINGS) + 2)]
+    lines = [f"# {title}", "", "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
+             note + " Cells: AUC / margin / d′ on the 8 + 8 testing models (✓: goal met, AUC ≥ 0.95 and margin > 0); "
+             "stolen: the score at or above the threshold refitted on the study's 12 calibration references; `same`: "
+             "examples shared with the default's 100.", "",
+             "| study | " + " | ".join(settings) + " | same as default (" + ", ".join(settings[1:]) + ") | seconds |",
+             "| --- |" + " --- |" * (len(settings) + 2)]
     for r in runs:
         cells = [(f"{v['roc_auc']:.3f} / {v['margin']:+.3f} / {v['d_prime']:.2f}" + (" ✓" if separated(v["roc_auc"], v["margin"]) else ""))
-                 if (v := r["settings"].get(s)) else "–" for s in SETTINGS]
-        same = ", ".join(str(r["overlap_with_default"].get(s, "–")) for s in SETTINGS[1:])
+                 if (v := r["settings"].get(s)) else "–" for s in settings]
+        same = ", ".join(str(r["overlap_with_default"].get(s, "–")) for s in settings[1:])
         lines.append(f"| {r['study']} | " + " | ".join(cells) + f" | {same} | {r['seconds']:.0f} |")
     lines += ["", "Over the draws measured:", "", "| setting | goal met | mean d′ | paired d′ − default (± se) | mean gap | "
               "stolen: surrogates, references | corr(key, held-out power): correct, mistakes |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for s in SETTINGS:
-        rows = [(r["settings"].get(s), r["settings"].get("default")) for r in runs]
-        rows = [(v, d) for v, d in rows if v and d]
+    for s in settings:
+        rows = [(v, d) for r in runs if (v := r["settings"].get(s)) and (d := r["settings"].get(settings[0]))]
         if not rows:
             continue
         diff = np.array([v["d_prime"] - d["d_prime"] for v, d in rows])
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        ck = "hard Confer" if s == "default" else s
+        se = f"{diff.std(ddof=1) / np.sqrt(len(diff)):.2f}" if len(diff) > 1 else "–"
+        ck = "hard Confer" if s == settings[0] else s
         cr = [np.mean([r["correlation"][p][ck] for r in runs]) for p in POOLS]
         lines.append(f"| {s} | {sum(separated(v['roc_auc'], v['margin']) for v, _ in rows)} / {len(rows)} | "
-                     f"{np.mean([v['d_prime'] for v, _ in rows]):.2f} | {diff.mean():+.2f} ± {se:.2f} | "
+                     f"{np.mean([v['d_prime'] for v, _ in rows]):.2f} | {diff.mean():+.2f} ± {se} | "
                      f"{np.mean([v['gap'] for v, _ in rows]):.3f} | {sum(v['surrogates_stolen'] for v, _ in rows)} / "
                      f"{8 * len(rows)}, {sum(v['references_stolen'] for v, _ in rows)} / {8 * len(rows)} | "
                      f"{cr[0]:+.3f}, {cr[1]:+.3f} |")
     proto = payload.get("protocol")
     if proto:
-        lines += protocol_lines(proto, SETTINGS)
+        lines += protocol_lines(proto, settings)
     else:
-        lines += ["", f"Protocol: not applied yet (it needs every draw of {CHOOSE[0]}–{CHOOSE[-1]} and at least one other)."]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+        lines += ["", f"Protocol: not applied yet (it needs every draw of {choose[0]}–{choose[-1]} and at least one other)."]
+    return lines
+
+
+def write_md(payload: dict, path: Path) -> None:
+    note = (f"Settings (`benchmarks/neighbourhood_rank.py`'s docstring): `default` picks each pool's part by hard Confer "
+            f"on the 26 training models; `gauss σ` by their mean hard Confer over {COPIES} Gaussian copies of the example; "
+            f"`shift` over its 8 one-pixel translations (each pool's best {TOP} scored).")
+    atomic_write_text(path, "\n".join(report_lines(payload, SETTINGS, CHOOSE, "Ranking CEM's candidates by their Confer "
+                                                    "around the example (Fashion-MNIST)", note)) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

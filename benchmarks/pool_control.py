@@ -40,7 +40,7 @@ from typing import Callable
 import numpy as np
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import TINY, QuickstartConfig, _make_fingerprint, _references, prepare_study
+from conferprint.experiments.quickstart import TINY, QuickstartConfig, make_fingerprint, _references, prepare_study
 
 from _common import run_draws, separated  # run as a script: its folder is on sys.path
 from candidate_signals import agreement  # (models, examples): 1 where a model gives the key
@@ -111,7 +111,7 @@ def open_draw(seed: int, work: Path, data_dir, progress: bool, smoke: bool):
     if not smoke:
         link_draw(seed, work)
     study = prepare_study(cfg, work / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
-    fp, _ = _make_fingerprint(cfg.cem, f"fp-seed{seed}-cem-pool", work, study.source, study.training_role("surrogate"),
+    fp, _ = make_fingerprint(cfg.cem, f"fp-seed{seed}-cem-pool", work, study.source, study.training_role("surrogate"),
                               study.training_role("reference"), study.x1, study.y1, seed, study.data.num_classes, progress)
     everyone = list(study.testing) + list(study.calibration)
     is_surr = np.array([m.meta["role"] == "surrogate" for m in study.testing])
@@ -121,7 +121,7 @@ def open_draw(seed: int, work: Path, data_dir, progress: bool, smoke: bool):
 def make_control(method, name: str, work: Path, study, seed: int, progress: bool = False):
     """A control set of the draw's source (``method`` on its D1 candidates, the study's control seed), made or reused
     as ``work/name``."""
-    return _make_fingerprint(method, name, work, study.source, [], [], study.x1, study.y1, seed + 100,
+    return make_fingerprint(method, name, work, study.source, [], [], study.x1, study.y1, seed + 100,
                              study.data.num_classes, progress)[0]
 
 

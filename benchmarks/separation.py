@@ -45,7 +45,7 @@ import torch
 from conferprint._io import atomic_write_text
 from conferprint.allocator import tune_cpu_allocator
 from conferprint.experiments.quickstart import (
-    CIFAR10_CPU_HOUR, CONTROL_NAME, DEFAULT, QuickstartConfig, _make_fingerprint, per_arch, prepare_study, score_models,
+    CIFAR10_CPU_HOUR, CONTROL_NAME, DEFAULT, QuickstartConfig, make_fingerprint, per_arch, prepare_study, score_models,
     summarize, versions,
 )
 from conferprint.experiments.zoo_builder import Group
@@ -237,7 +237,7 @@ def reuse_runs(dataset: str, seed: int, runs: Path) -> dict[str, Path]:
 
 def link_reused(found: dict[str, Path], out: Path, seed: int) -> list[str]:
     """Hard-link the zoo and copy the fingerprints of ``found`` into this sweep's folder where it has none yet (a
-    copy is reused only if its manifest matches the setting: `_make_fingerprint` checks; one that does not load is
+    copy is reused only if its manifest matches the setting: `make_fingerprint` checks; one that does not load is
     left behind). Returns what was brought in."""
     from conferprint.fingerprint import FingerprintError, load_fingerprint, save_fingerprint
 
@@ -286,7 +286,7 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
         surr, refs = ([], []) if ens == "none" else ensemble(study, ens)
         t = time.perf_counter()
         try:
-            fp, new = _make_fingerprint(method, f"fp-seed{seed}-{name}", out, study.source, surr, refs, study.x1, study.y1,
+            fp, new = make_fingerprint(method, f"fp-seed{seed}-{name}", out, study.source, surr, refs, study.x1, study.y1,
                                         seed, study.data.num_classes, progress)
         except RuntimeError as e:  # GenerationError: nothing kept; recorded, not fatal for the sweep
             meta[name] = {"error": str(e)}
@@ -313,7 +313,7 @@ def run_seed(dataset: str, seed: int, out: Path, data_dir, first: bool, confirm:
     # the quickstart's score: CAEAcc minus CAEAcc on the study's control set (the PGD baseline where it has none)
     control = {}
     if cfg.control is not None:
-        control["control"], _ = _make_fingerprint(cfg.control, f"fp-seed{seed}-control", out, study.source, [], [],
+        control["control"], _ = make_fingerprint(cfg.control, f"fp-seed{seed}-control", out, study.source, [], [],
                                                   study.x1, study.y1, seed + 100, study.data.num_classes, progress)
     rows = score_models(study.testing, {**fps, **control}, "testing")
     # the preset's calibration references (D1, never in generation, never testing): the verdict's threshold per setting

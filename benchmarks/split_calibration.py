@@ -37,7 +37,7 @@ from pathlib import Path
 from conferprint._io import atomic_write_text
 from conferprint.allocator import tune_cpu_allocator
 from conferprint.data.base import split_defender_attacker
-from conferprint.experiments.quickstart import (CONTROL_NAME, DEFAULT, _make_fingerprint, score_models, summarize)
+from conferprint.experiments.quickstart import (CONTROL_NAME, DEFAULT, make_fingerprint, score_models, summarize)
 from conferprint.experiments.zoo_builder import ZooBuilder
 from conferprint.fingerprint.artifact import load_fingerprint
 from conferprint.zoo import Zoo
@@ -103,9 +103,9 @@ def run_seed(seed: int, config, folder: Path, data_dir) -> dict:
     refs = [m for m in ensemble if m.meta["role"] == "reference"]
     k = study.data.num_classes
     t = time.perf_counter()
-    sfp, _ = _make_fingerprint(config.cem, "fingerprint", out, study.source, surr, refs, xa, ya, seed, k, False)
-    spgd, _ = _make_fingerprint(config.pgd, "fingerprint-pgd", out, study.source, [], [], xa, ya, seed, k, False)
-    sctl, _ = _make_fingerprint(config.control, CONTROL_NAME, out, study.source, [], [], xa, ya, seed + 100, k, False)
+    sfp, _ = make_fingerprint(config.cem, "fingerprint", out, study.source, surr, refs, xa, ya, seed, k, False)
+    spgd, _ = make_fingerprint(config.pgd, "fingerprint-pgd", out, study.source, [], [], xa, ya, seed, k, False)
+    sctl, _ = make_fingerprint(config.control, CONTROL_NAME, out, study.source, [], [], xa, ya, seed + 100, k, False)
     fps_s = time.perf_counter() - t
     fps = {"cem": sfp, "pgd": spgd, "control": sctl}
     split_cal = score_models(calibration, fps, "calibration", None, "control")

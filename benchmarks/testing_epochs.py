@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import CONTROL_NAME, TINY, QuickstartConfig, _make_fingerprint, prepare_study, score_models
+from conferprint.experiments.quickstart import CONTROL_NAME, TINY, QuickstartConfig, make_fingerprint, prepare_study, score_models
 from conferprint.experiments.zoo_builder import Group
 from conferprint.training import predict_labels
 from conferprint.verify import separation_stats
@@ -85,9 +85,9 @@ def run_seed(seed: int, factor: int, work: Path, data_dir, progress: bool = Fals
     t0 = time.perf_counter()
     study = prepare_study(cfg, work / f"zoo-seed{seed}", seed=seed, data_dir=data_dir, progress=progress)
     seconds = time.perf_counter() - t0
-    cem, _ = _make_fingerprint(cfg.cem, f"fp-seed{seed}-cem-pool", work, study.source, study.training_role("surrogate"),
+    cem, _ = make_fingerprint(cfg.cem, f"fp-seed{seed}-cem-pool", work, study.source, study.training_role("surrogate"),
                                study.training_role("reference"), study.x1, study.y1, seed, study.data.num_classes, progress)
-    control, _ = _make_fingerprint(cfg.control or cfg.pgd, f"fp-seed{seed}-control", work, study.source, [], [], study.x1, study.y1,
+    control, _ = make_fingerprint(cfg.control or cfg.pgd, f"fp-seed{seed}-control", work, study.source, [], [], study.x1, study.y1,
                                    seed + 100, study.data.num_classes, progress)
     rows = score_models(study.testing, {"cem": cem, CONTROL_NAME: control}, "testing", control=CONTROL_NAME)
     source_labels = predict_labels(study.source.model, study.data.x_test)

@@ -1069,3 +1069,24 @@ def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
     proto = nr.protocol(choose + [row("seed43", **{**base, "shift": good})], nr.SETTINGS, "default", nr.CHOOSE)
     assert proto["pick"] == "shift" and proto["confirmed"] and proto["confirm_studies"] == ["seed43"]
     assert nr.protocol(choose[1:] + [row("seed43", **base)], nr.SETTINGS, "default", nr.CHOOSE) is None
+
+
+def test_family_rank_takes_confer_within_each_family():
+    """family_rank: Confer within each architecture family's training models, then their mean and their least."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import family_rank
+
+    t = torch.tensor([1, 2])
+    # surrogates: two of family a (both give the key on example 0, one on 1), one of b (gives it on 0 only)
+    surr = torch.tensor([[1, 2], [1, 0], [1, 0]])
+    # references: one of a (gives it on example 1), one of b (never), one of c (ignored: no surrogate of c)
+    refs = torch.tensor([[0, 2], [0, 0], [1, 2]])
+    got = family_rank.family_confer(surr, ["a", "a", "b"], refs, ["a", "b", "c"], t)
+    # example 0: a 1·1, b 1·1; example 1: a 0.5·0, b 0·1
+    assert np.allclose(got["family mean"], [1.0, 0.0]) and np.allclose(got["family min"], [1.0, 0.0])
+    surr2 = torch.tensor([[1, 2], [1, 2], [0, 2]])
+    got = family_rank.family_confer(surr2, ["a", "a", "b"], torch.tensor([[0, 0], [0, 0]]), ["a", "b"], t)
+    assert np.allclose(got["family mean"], [0.5, 1.0]) and np.allclose(got["family min"], [0.0, 1.0])

@@ -33,7 +33,7 @@ from conferprint._io import atomic_write_text
 from conferprint.attacks import AttackConfigError
 from conferprint.attacks.base import read_config_file
 from conferprint.evasion import DetectorConfig, evasion_stats, train_detector
-from conferprint.experiments.quickstart import PRESETS, _make_fingerprint, control_fingerprint, prepare_study, resolve_config, run_quickstart, versions
+from conferprint.experiments.quickstart import PRESETS, make_fingerprint, control_fingerprint, prepare_study, resolve_config, run_quickstart, versions
 from conferprint.fingerprint import load_fingerprint
 from conferprint.fingerprint.foolbox_baselines import METHODS as PLAIN_METHODS, Plain
 from conferprint.fingerprint.generate import GenerationError
@@ -170,7 +170,7 @@ def run_compare(config: CompareConfig, out: str | os.PathLike, *, progress: bool
             method = replace(method, eps=qcfg.cem.eps)  # the same budget as the study's CEM
         method = replace(method, size=qcfg.cem.size)
         try:
-            fps[name], _ = _make_fingerprint(method, f"fingerprints/{name}", out, source, [], [], study.x1, study.y1,
+            fps[name], _ = make_fingerprint(method, f"fingerprints/{name}", out, source, [], [], study.x1, study.y1,
                                              config.seed, data.num_classes, progress)
         except GenerationError as e:
             gen_info[name] = {"error": str(e)}

@@ -384,9 +384,12 @@ def _expectation(method, seed: int, source: Trained, training: list[Trained]) ->
             "training_models": sorted(m.meta["sha256"] for m in training)}
 
 
-def _make_fingerprint(method, name: str, out: Path, source: Trained, surr: list[Trained], refs: list[Trained],
+def make_fingerprint(method, name: str, out: Path, source: Trained, surr: list[Trained], refs: list[Trained],
                       x, y, seed: int, num_classes: int, progress: bool,
                       validation: list[Trained] = ()) -> tuple[Fingerprint, bool]:
+    """``method``'s fingerprint of the candidates ``(x, y)`` against ``source`` and the training models, with the
+    benign decoys the verification mixes in, saved as ``out/name``; a saved one is reused only where its manifest
+    matches ``method``, ``seed`` and the models' hashes. Returns ``(fingerprint, made now)``."""
     expect = _expectation(method, seed, source, surr + refs)
     extra = {}
     if validation:
@@ -645,20 +648,20 @@ def run_quickstart(
 
     t = time.perf_counter()
     cem = replace(config.cem, bf16=True) if amp else config.cem
-    fp, fp_new = _make_fingerprint(cem, "fingerprint", out, source, study.training_role("surrogate"),
+    fp, fp_new = make_fingerprint(cem, "fingerprint", out, source, study.training_role("surrogate"),
                                    study.training_role("reference"), study.x1, study.y1, seed, data.num_classes, progress,
                                    study.validation)
     timings["cem"] = time.perf_counter() - t
     baselines: dict[str, Fingerprint] = {}
     if config.pgd is not None:
         t = time.perf_counter()
-        baselines["pgd"], _ = _make_fingerprint(config.pgd, "fingerprint-pgd", out, source, [], [], study.x1, study.y1,
+        baselines["pgd"], _ = make_fingerprint(config.pgd, "fingerprint-pgd", out, source, [], [], study.x1, study.y1,
                                                 seed, data.num_classes, progress)
         timings["pgd"] = time.perf_counter() - t
     controls: dict[str, Fingerprint] = {}
     if config.control is not None:
         t = time.perf_counter()
-        controls["control"], _ = _make_fingerprint(config.control, CONTROL_NAME, out, source, [], [], study.x1,
+        controls["control"], _ = make_fingerprint(config.control, CONTROL_NAME, out, source, [], [], study.x1,
                                                    study.y1, seed + 100, data.num_classes, progress)
         timings["control"] = time.perf_counter() - t
 
