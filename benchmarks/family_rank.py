@@ -28,6 +28,7 @@ Writes benchmarks/results/family-rank-fashion-mnist.json and docs/results/family
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,8 @@ def family_confer(surr_labels: torch.Tensor, surr_arch: list[str], ref_labels: t
     return {"family mean": per.mean(0).numpy(), "family min": per.min(0).values.numpy()}
 
 
-def family_keys(folder: Path, seed: int, study, pools) -> dict[str, dict[str, np.ndarray]]:
+def family_keys(folder: Path, seed: int, study, pools) -> tuple[dict[str, dict[str, np.ndarray]], float]:
+    t0 = time.perf_counter()
     surr_t, refs_t = study.training_role("surrogate"), study.training_role("reference")
     surr, refs = folded([m.model for m in surr_t]), folded([m.model for m in refs_t])
     out: dict[str, dict[str, np.ndarray]] = {s: {} for s in SETTINGS[1:]}
@@ -69,7 +71,7 @@ def family_keys(folder: Path, seed: int, study, pools) -> dict[str, dict[str, np
             key = np.full(len(c["keep"]), np.nan, dtype=np.float32)
             key[kept] = got[s]
             out[s][pool] = key
-    return out
+    return out, time.perf_counter() - t0
 
 
 def run_study(name: str, data_dir) -> dict:

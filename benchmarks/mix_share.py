@@ -130,10 +130,14 @@ def evaluate(answers: np.ndarray, ctl: np.ndarray, is_surr: np.ndarray, n_testin
     pos, neg = test[is_surr].tolist(), test[~is_surr].tolist()
     st = separation_stats(pos, neg)
     gap, dp = d_prime(pos, neg)
+    # the prediction bound (the default verdict's rule until stop 41, and these benchmarks' counts since §12) and,
+    # beside it, the tolerance bound the default verdict has used since stop 41 (score-only verdicts both)
     thr = fit_threshold(cal.tolist(), DEFAULT.threshold_alpha)["threshold"]
+    tol = fit_threshold(cal.tolist(), DEFAULT.threshold_alpha, "tolerance", DEFAULT.threshold_confidence)["threshold"]
     return {"roc_auc": st["roc_auc"], "margin": st["margin"], "gap": gap, "d_prime": dp, "threshold": thr,
             "surrogates_stolen": int(sum(s >= thr for s in pos)), "references_stolen": int(sum(s >= thr for s in neg)),
-            "scores": [float(v) for v in test]}
+            "threshold_tolerance": tol, "surrogates_stolen_tolerance": int(sum(s >= tol for s in pos)),
+            "references_stolen_tolerance": int(sum(s >= tol for s in neg)), "scores": [float(v) for v in test]}
 
 
 def run_study(name: str, data_dir) -> dict:
