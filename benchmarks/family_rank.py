@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import run_studies  # noqa: E402
 from held_back import protocol  # noqa: E402  (the same pre-registered rule)
 from mix_share import POOLS  # noqa: E402
-from neighbourhood_rank import CHOOSE, rank_study, report_lines  # noqa: E402  (the same draws and scoring)
+from neighbourhood_rank import CHOOSE, CONFIRM, rank_study, report_lines  # noqa: E402  (the same draws and scoring)
 
 STEM = "family-rank-fashion-mnist"
 SETTINGS = ("default", "family mean", "family min")
@@ -89,7 +89,7 @@ def write_md(payload: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     return run_studies(argv, script="family_rank.py", stem=STEM, description=__doc__.split("\n\n")[0],
                        run_study=run_study, write_md=write_md,
-                       extra=lambda payload: payload.update(protocol=protocol(payload["runs"], SETTINGS, "default", CHOOSE)))
+                       extra=lambda payload: payload.update(protocol=protocol(payload["runs"], SETTINGS, "default", CHOOSE, CONFIRM)))
 
 
 if __name__ == "__main__":

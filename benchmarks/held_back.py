@@ -133,14 +133,16 @@ def totals(runs: list[dict], key: str) -> dict | None:
     return out
 
 
-def protocol(runs: list[dict], settings=tuple(SETTINGS), default: str = "D1 75", choose_on=tuple(CHOOSE)) -> dict | None:
+def protocol(runs: list[dict], settings=tuple(SETTINGS), default: str = "D1 75", choose_on=tuple(CHOOSE),
+             confirm_on=None) -> dict | None:
     """The pre-registered choice (module docstring; `pair_cap.py` and `neighbourhood_rank.py` use it too): chosen on
     the studies ``choose_on`` (here fp32 seeds 0–6) by goal met, then mean d′, among the ``settings`` calling no
-    more of those studies' references stolen than ``default``; confirmed on the rest if it meets the goal there as
-    often as ``default`` with a higher mean d′ and at most one more false accusation."""
+    more of those studies' references stolen than ``default``; confirmed on the studies ``confirm_on`` (None: the
+    rest) if it meets the goal there as often as ``default`` with a higher mean d′ and at most one more false
+    accusation."""
     choose_on = list(choose_on)
     choose = [r for r in runs if r["study"] in choose_on]
-    confirm = [r for r in runs if r["study"] not in choose_on]
+    confirm = [r for r in runs if r["study"] not in choose_on and (confirm_on is None or r["study"] in confirm_on)]
     if len(choose) < len(choose_on) or not confirm:
         return None
     base = totals(choose, default)

@@ -26,7 +26,14 @@ study's fingerprint); nothing is retrained.
 Protocol, committed before any setting was scored (`held_back.protocol` with ``CHOOSE`` below): choose on the
 draws of seeds 21–42 by goal met, then mean d′, among the settings calling no more of those draws' references
 stolen than ``default``; confirm on the draws of seeds 43–65, adopting the pick only if there it meets the goal at
-least as often as ``default``, with a higher mean d′ and at most one more false accusation.
+least as often as ``default``, with a higher mean d′ and at most one more false accusation. (Its counts of
+false accusations are the prediction bound's, `mix_share.evaluate`'s, the default verdict's rule until stop 41.)
+
+§41, committed after §39's result and before any fresh draw was made (summary §41): the draws of seeds 66 onward,
+made from nothing by `quickstart_seeds.py` with the shipping default, are not part of §39's rule; on them `shift`
+replaces the default's ranking only if it meets the goal on at least as many of them as ``default``, with a higher
+mean d′, and its verdict at the shipping rule (the tolerance bound) calls at most one more of their testing
+references stolen (``fresh_rule``).
 Writes benchmarks/results/neighbourhood-rank-fashion-mnist.json and docs/results/neighbourhood-rank-fashion-mnist.md.
 """
 from __future__ import annotations
@@ -44,7 +51,7 @@ from conferprint.fingerprint.ensemble import folded
 from conferprint.fingerprint.scores import confer, labels_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_arrays, run_studies, save_arrays, separated, study_key  # noqa: E402
+from _common import load_arrays, run_studies, save_arrays, separated, study_key, study_seed  # noqa: E402
 from held_back import protocol, protocol_lines  # noqa: E402  (the same pre-registered rule)
 from held_out_levers import study_of  # noqa: E402
 from mix_share import POOLS, evaluate, pools_of, scored_models, top  # noqa: E402
@@ -54,6 +61,8 @@ from conferprint.fingerprint import CEM, load_fingerprint  # noqa: E402
 STEM = "neighbourhood-rank-fashion-mnist"
 SETTINGS = ("default", "gauss 0.02", "gauss 0.05", "shift")
 CHOOSE = [f"seed{s}" for s in range(21, 43)]
+CONFIRM = [f"seed{s}" for s in range(43, 66)]
+FRESH_FROM = 66  # §41's draws: seeds 66 onward
 COPIES = 8
 TOP = 300
 SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
@@ -198,18 +207,43 @@ def report_lines(payload: dict, settings, choose, title: str, note: str) -> list
     return lines
 
 
+def fresh_rule(runs: list[dict], setting: str = "shift", default: str = "default") -> dict | None:
+    """§41 (module docstring): ``setting`` against ``default`` on the fresh draws (seeds ``FRESH_FROM`` onward)."""
+    fresh = [r for r in runs if study_seed(r["study"])[0] >= FRESH_FROM and not study_seed(r["study"])[1]]
+    if not fresh:
+        return None
+
+    def tot(key):
+        rows = [r["settings"][key] for r in fresh]
+        return {"met": sum(separated(v["roc_auc"], v["margin"]) for v in rows),
+                "d_prime": float(np.mean([v["d_prime"] for v in rows])),
+                "surrogates_stolen": sum(v["surrogates_stolen_tolerance"] for v in rows),
+                "references_stolen": sum(v["references_stolen_tolerance"] for v in rows), "studies": len(rows)}
+    s, d = tot(setting), tot(default)
+    adopt = s["met"] >= d["met"] and s["d_prime"] > d["d_prime"] and s["references_stolen"] <= d["references_stolen"] + 1
+    return {"studies": [r["study"] for r in fresh], "setting": setting, setting: s, "default": d, "adopt": bool(adopt)}
+
+
 def write_md(payload: dict, path: Path) -> None:
     note = (f"Settings (`benchmarks/neighbourhood_rank.py`'s docstring): `default` picks each pool's part by hard Confer "
             f"on the 26 training models; `gauss σ` by their mean hard Confer over {COPIES} Gaussian copies of the example; "
             f"`shift` over its 8 one-pixel translations (each pool's best {TOP} scored).")
-    atomic_write_text(path, "\n".join(report_lines(payload, SETTINGS, CHOOSE, "Ranking CEM's candidates by their Confer "
-                                                    "around the example (Fashion-MNIST)", note)) + "\n")
+    lines = report_lines(payload, SETTINGS, CHOOSE, "Ranking CEM's candidates by their Confer around the example "
+                         "(Fashion-MNIST)", note)
+    fresh = payload.get("fresh")
+    if fresh:
+        fmt = (lambda t: f"{t['met']} / {t['studies']}, {t['d_prime']:.2f}, {t['surrogates_stolen']}, {t['references_stolen']}")
+        lines += ["", f"§41, the fresh draws ({', '.join(fresh['studies'])}; not part of §39's rule): `{fresh['setting']}` "
+                      f"{fmt(fresh[fresh['setting']])} against `default` {fmt(fresh['default'])} (goal met, mean d′, "
+                      f"surrogates and references stolen at the tolerance bound): adopted **{'yes' if fresh['adopt'] else 'no'}**."]
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     return run_studies(argv, script="neighbourhood_rank.py", stem=STEM, description=__doc__.split("\n\n")[0],
                        run_study=run_study, write_md=write_md,
-                       extra=lambda payload: payload.update(protocol=protocol(payload["runs"], SETTINGS, "default", CHOOSE)))
+                       extra=lambda payload: payload.update(protocol=protocol(payload["runs"], SETTINGS, "default", CHOOSE, CONFIRM),
+                                                           fresh=fresh_rule(payload["runs"])))
 
 
 if __name__ == "__main__":

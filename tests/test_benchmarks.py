@@ -1060,15 +1060,25 @@ def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
 
     def row(study, **by):
         return {"study": study, "settings": {k: {"roc_auc": a, "margin": m, "d_prime": d, "gap": 0.1,
-                                                 "surrogates_stolen": 4, "references_stolen": 0}
+                                                 "surrogates_stolen": 4, "references_stolen": 0,
+                                                 "surrogates_stolen_tolerance": 3, "references_stolen_tolerance": 0}
                                              for k, (a, m, d) in by.items()}}
 
     good, bad = (1.0, 0.05, 4.0), (0.9, -0.05, 2.0)
     base = dict.fromkeys(nr.SETTINGS, bad)
     choose = [row(f"seed{s}", **{**base, "shift": good}) for s in range(21, 43)]
-    proto = nr.protocol(choose + [row("seed43", **{**base, "shift": good})], nr.SETTINGS, "default", nr.CHOOSE)
-    assert proto["pick"] == "shift" and proto["confirmed"] and proto["confirm_studies"] == ["seed43"]
+    fresh = [row("seed66", **{**base, "shift": good}), row("seed67", **base)]
+    proto = nr.protocol(choose + [row("seed43", **{**base, "shift": good})] + fresh, nr.SETTINGS, "default", nr.CHOOSE,
+                        nr.CONFIRM)
+    assert proto["pick"] == "shift" and proto["confirmed"] and proto["confirm_studies"] == ["seed43"]  # not the fresh
     assert nr.protocol(choose[1:] + [row("seed43", **base)], nr.SETTINGS, "default", nr.CHOOSE) is None
+    # §41: shift against the default on the fresh draws only, accusations at the tolerance bound
+    assert nr.fresh_rule(choose) is None
+    got = nr.fresh_rule(choose + fresh)
+    assert got["studies"] == ["seed66", "seed67"] and got["adopt"] and got["shift"]["met"] == 1
+    worse = [row("seed66", **{**base, "shift": good}), row("seed67", **base)]
+    worse[0]["settings"]["shift"]["references_stolen_tolerance"] = 2
+    assert not nr.fresh_rule(worse)["adopt"]  # two more false accusations than the default's none
 
 
 def test_family_rank_takes_confer_within_each_family():
