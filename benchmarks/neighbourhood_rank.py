@@ -44,10 +44,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from conferprint._io import atomic_write_text
-from conferprint.fingerprint.ensemble import folded
+from conferprint.fingerprint.ensemble import SHIFTS, folded, shifted  # the library's since §41 (CEM(rank="shift"))
 from conferprint.fingerprint.scores import confer, labels_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,14 +64,6 @@ CONFIRM = [f"seed{s}" for s in range(43, 66)]
 FRESH_FROM = 66  # §41's draws: seeds 66 onward
 COPIES = 8
 TOP = 300
-SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-
-
-def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``x`` (N, C, H, W) moved by ``dy`` rows and ``dx`` columns, the uncovered border zero."""
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (1, 1, 1, 1))
-    return padded[..., 1 - dy: 1 - dy + h, 1 - dx: 1 - dx + w]
 
 
 def copies_of(x: torch.Tensor, setting: str, gen: torch.Generator) -> list[torch.Tensor]:

@@ -208,10 +208,25 @@ def earlier_full_walls(earlier: dict | None) -> dict[int, float]:
 
 
 def same_config(recorded: dict, config) -> bool:
-    """Whether a run's recorded config is ``config``: fields added to the config after the run was made
-    count as the same where ``config`` keeps them at their defaults (what the run did without them)."""
-    expected, defaults = config.to_dict(), type(config)(preset=config.preset).to_dict()
-    return recorded.keys() <= expected.keys() and all(recorded.get(k, defaults[k]) == v for k, v in expected.items())
+    """Whether a run's recorded config is ``config``: fields added to the config (or to one of its parts, such as
+    the CEM's parameters) after the run was made count as the same where ``config`` keeps them at their defaults
+    (what the run did without them)."""
+    return _same(recorded, config.to_dict(), type(config)(preset=config.preset).to_dict())
+
+
+def _same(recorded: dict, expected: dict, defaults: dict) -> bool:
+    if not recorded.keys() <= expected.keys():
+        return False
+    for k, v in expected.items():
+        if k not in recorded:
+            if k not in defaults or defaults[k] != v:
+                return False
+        elif isinstance(v, dict) and isinstance(recorded[k], dict) and isinstance(defaults.get(k), dict):
+            if not _same(recorded[k], v, defaults[k]):
+                return False
+        elif recorded[k] != v:
+            return False
+    return True
 
 
 def tolerance_verdicts(res: dict, confidence: float = 0.9) -> dict | None:

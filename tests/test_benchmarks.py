@@ -214,6 +214,11 @@ def test_quickstart_seeds_collects_older_runs_and_refits_the_tolerance_rule():
     assert same_config(now, base) and same_config(older, base)
     assert not same_config(older, DEFAULT)  # the default preset's verdict now uses the tolerance bound
     assert not same_config({**older, "threshold_alpha": 0.1}, base) and not same_config({**now, "new": 1}, base)
+    # a field added to a part (the CEM's ranking, §41) counts as that part's default in a run made before it
+    cem_older = {k: v for k, v in now["cem"].items() if k not in ("rank", "rank_top")}
+    assert same_config({**now, "cem": cem_older}, base)
+    assert not same_config({**now, "cem": cem_older}, replace(base, cem=replace(base.cem, rank="shift")))
+    assert not same_config({**now, "cem": {**cem_older, "eps": 0.1}}, base)
     cal = [0.0, 0.05, -0.05, 0.1, 0.02]
     thr = tolerance_threshold(cal, 0.05, 0.9)["threshold"]
     res = {"threshold_fit": {"scores": cal, "alpha": 0.05},
@@ -1038,7 +1043,7 @@ def test_split_calibration_trains_the_ensemble_and_the_calibration_on_disjoint_h
 
 
 def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
-    """neighbourhood_rank: a shift moves the image by one pixel with a zero border; a key ranks the kept candidates
+    """neighbourhood_rank: the shift copies are the eight one-pixel moves; a key ranks the kept candidates
     (unscored ones last, ties by hard Confer then position); the protocol chooses on seeds 21-42 only."""
     import numpy as np
     import torch
@@ -1047,9 +1052,8 @@ def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
     import neighbourhood_rank as nr
 
     x = torch.arange(9.0).reshape(1, 1, 3, 3)
-    assert nr.shifted(x, 1, 0)[0, 0].tolist() == [[0, 0, 0], [0, 1, 2], [3, 4, 5]]  # down one row
-    assert nr.shifted(x, 0, -1)[0, 0].tolist() == [[1, 2, 0], [4, 5, 0], [7, 8, 0]]  # left one column
     assert len(nr.copies_of(x, "shift", torch.Generator())) == 8
+    assert nr.copies_of(x, "shift", torch.Generator())[7][0, 0].tolist() == [[0, 0, 0], [0, 0, 1], [0, 3, 4]]  # (+1, +1): down, right
     noisy = nr.copies_of(x / 9, "gauss 0.05", torch.Generator().manual_seed(0))
     assert len(noisy) == nr.COPIES and all(0 <= float(c.min()) and float(c.max()) <= 1 for c in noisy)
 

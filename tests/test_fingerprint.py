@@ -158,7 +158,7 @@ def test_search_best_optimises_every_candidate_and_keeps_the_most_conferrable(di
 
 @pytest.mark.parametrize("bad", [dict(eps=0.0), dict(dropout=1.0), dict(tau=1.5), dict(target="nope"), dict(steps=0),
                                  dict(search="all"), dict(search="best", max_candidates=None),
-                                 dict(candidates="wrong")])
+                                 dict(candidates="wrong"), dict(rank="gauss"), dict(rank_top=0)])
 def test_invalid_cem_parameters_are_refused(bad):
     with pytest.raises(ValueError):
         CEM(**bad)
@@ -408,3 +408,51 @@ def test_cem_folds_each_member_once_per_run_and_selects_on_the_models_themselves
     assert len(called) == 3 and all(getattr(c, "batchnorm_folded", False) or c is models[2] for c in called[0])
     # the kept examples' keys are the source's own labels (selection on the model itself)
     assert torch.equal(models[0](fp.inputs).argmax(1), fp.keys)
+
+
+def test_shift_moves_one_pixel_with_a_zero_border_and_refuses_more():
+    from conferprint.fingerprint.ensemble import SHIFTS, shifted
+
+    x = torch.arange(9.0).reshape(1, 1, 3, 3)
+    assert shifted(x, 1, 0)[0, 0].tolist() == [[0, 0, 0], [0, 1, 2], [3, 4, 5]]  # down one row
+    assert shifted(x, 0, -1)[0, 0].tolist() == [[1, 2, 0], [4, 5, 0], [7, 8, 0]]  # left one column
+    assert torch.equal(shifted(x, 0, 0), x) and len(SHIFTS) == 8 and (0, 0) not in SHIFTS
+    with pytest.raises(ValueError, match="one pixel"):
+        shifted(x, 2, 0)
+
+
+def test_shift_rank_orders_the_top_by_confer_around_the_example_then_the_rest(digit_models):
+    from conferprint.fingerprint.ensemble import shift_confer, shift_rank
+
+    m = digit_models
+    x, t = m["x"][:12], m["source"](m["x"][:12]).argmax(1)
+    scores = torch.tensor([0.9, 0.5, 0.9, 0.7, 0.1, 0.3, 0.8, 0.2, 0.6, 0.4, 0.95, 0.05])
+    rank = shift_rank(m["surrogates"], m["references"], x, t, scores, top=5)
+    order = torch.argsort(rank, descending=True).tolist()
+    top5 = [10, 0, 2, 6, 3]  # the five best by Confer
+    key = shift_confer(m["surrogates"], m["references"], x, t)
+    assert sorted(order[:5]) == sorted(top5) and order[5:] == [8, 1, 9, 5, 7, 4, 11]  # the rest by Confer
+    got = [(-float(key[i]), -float(scores[i]), i) for i in order[:5]]
+    assert got == sorted(got)  # by the shift key, ties by Confer, then position
+    assert len(set(rank.tolist())) == 12
+
+
+def test_cem_rank_shift_keeps_the_best_by_confer_around_the_example(digit_models):
+    from dataclasses import replace
+
+    from conferprint.fingerprint.ensemble import folded, shift_confer
+    from conferprint.fingerprint.scores import labels_of
+
+    m = digit_models
+    cem = replace(FAST_CEM, size=10, balance=False, tau=0.0, search="best")
+    args = (m["source"], m["surrogates"], m["references"], m["x"], m["y"])
+    plain = cem.generate(*args, seed=0, num_classes=10)
+    shift = replace(cem, rank="shift", rank_top=40).generate(*args, seed=0, num_classes=10)
+    assert shift.manifest["params"]["rank"] == "shift" and not torch.equal(shift.inputs, plain.inputs)
+    # the same optimisation: every picked example is one the plain run kept too, with its true hard Confer stored
+    surr, refs = labels_of(m["surrogates"], shift.inputs), labels_of(m["references"], shift.inputs)
+    assert torch.allclose(shift.train_confer, confer(surr, refs, shift.keys))
+    key = shift_confer(folded(m["surrogates"]), folded(m["references"]), shift.inputs, shift.keys)
+    assert (key[:-1] >= key[1:]).all()  # best first by the shift key
+    with pytest.raises(ValueError, match="one"):
+        replace(cem, rank="shift").generate(*args, seed=0, num_classes=10, validation=([m["surrogates"][0]], []))

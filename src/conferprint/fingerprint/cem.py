@@ -18,7 +18,7 @@ from torch import nn
 
 from conferprint.fingerprint.artifact import Fingerprint, concatenate
 from conferprint.device import model_device
-from conferprint.fingerprint.ensemble import folded, freeze, keep_mask, project
+from conferprint.fingerprint.ensemble import folded, freeze, keep_mask, project, shift_rank
 from conferprint.fingerprint.generate import Validation, generate_fingerprint
 
 _LOG_EPS = 1e-12
@@ -60,6 +60,11 @@ class CEM:
     # bf16 autocast in the optimisation (the members' forward and backward); the selection's Confer and the
     # keys are computed in fp32. 1.22× faster per step on this project's CPU (median; benchmarks/cem_step.py --bf16)
     bf16: bool = False
+    # how the kept examples are ranked: "confer", by hard Confer on the training models; "shift", the `rank_top` best
+    # by Confer ordered by their mean Confer over the example's eight one-pixel translations
+    # (fingerprint.ensemble.shift_rank; measured on 45 draws: docs/results/separation-summary.md §39, §41)
+    rank: Literal["confer", "shift"] = "confer"
+    rank_top: int = 300
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
@@ -83,6 +88,10 @@ class CEM:
             raise ValueError(f"correct_candidates must be ≥ 1 (or None: max_candidates), got {self.correct_candidates}")
         if self.search == "best" and self.max_candidates is None:
             raise ValueError("search 'best' optimises every candidate: give max_candidates")
+        if self.rank not in ("confer", "shift"):
+            raise ValueError(f"rank must be 'confer' or 'shift', got {self.rank!r}")
+        if self.rank_top < 1:
+            raise ValueError(f"rank_top must be ≥ 1, got {self.rank_top}")
         if self.steps < 1 or self.size < 1 or self.batch_size < 1:
             raise ValueError("steps, size and batch_size must be ≥ 1")
 
@@ -191,10 +200,14 @@ class CEM:
         # models themselves
         src_f, *members = folded([source, *surrogates, *references])
         surr_f, refs_f = members[: len(surrogates)], members[len(surrogates):]
+        rerank = None
+        if self.rank == "shift":
+            def rerank(xs, ts, ss):  # on the folded members, as the optimisation (labels equal up to rounding)
+                return shift_rank(surr_f, refs_f, xs, ts, ss, self.rank_top)
         return generate_fingerprint(
             "cem", self, lambda x0, yb, gen, bar: optimiser.attack(src_f, surr_f, refs_f, x0, yb, gen, bar),
             source=source, surrogates=surrogates, references=references, x=x, y=y, size=self.size, tau=self.tau,
             balance=self.balance, batch_size=self.batch_size, max_candidates=self.max_candidates, steps=self.steps,
             seed=seed, num_classes=num_classes, source_sha256=source_sha256, progress=progress,
-            exhaust=self.search == "best", validation=validation, pool=self.candidates,
+            exhaust=self.search == "best", validation=validation, pool=self.candidates, rerank=rerank,
         )

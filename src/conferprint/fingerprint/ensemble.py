@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conferprint.fingerprint.scores import confer, labels_of
@@ -95,3 +96,40 @@ def balanced_pick(targets: torch.Tensor, scores: torch.Tensor, size: int, num_cl
                 picked.append(c[depth])
         depth += 1
     return torch.tensor(picked, dtype=torch.long)
+
+
+# the eight one-pixel translations (rows, columns) around an example
+SHIFTS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+
+
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` (N, C, H, W) moved by ``dy`` rows and ``dx`` columns (each −1, 0 or 1), the uncovered border zero."""
+    if abs(dy) > 1 or abs(dx) > 1:
+        raise ValueError(f"shifts of at most one pixel, got ({dy}, {dx})")
+    h, w = x.shape[-2:]
+    return F.pad(x, (1, 1, 1, 1))[..., 1 - dy: 1 - dy + h, 1 - dx: 1 - dx + w]
+
+
+def shift_confer(surrogates: Sequence[nn.Module], references: Sequence[nn.Module], x: torch.Tensor,
+                 target: torch.Tensor) -> torch.Tensor:
+    """The mean hard ``Confer`` of the models over the eight one-pixel translations of each example, the keys
+    ``target`` fixed: whether an example stays conferrable around itself, not only at itself."""
+    return torch.stack([confer(labels_of(surrogates, xs), labels_of(references, xs), target)
+                        for xs in (shifted(x, dy, dx) for dy, dx in SHIFTS)]).mean(0)
+
+
+def shift_rank(surrogates: Sequence[nn.Module], references: Sequence[nn.Module], x: torch.Tensor, target: torch.Tensor,
+               scores: torch.Tensor, top: int) -> torch.Tensor:
+    """A ranking of the kept examples ``x`` (keys ``target``, hard Confer ``scores``) for :func:`balanced_pick`: the
+    ``top`` best by Confer first, ordered by :func:`shift_confer`, then the rest; ties by Confer, then by position.
+    Returned as scores (higher is better) that give exactly that order."""
+    n = len(scores)
+    by_confer = sorted(range(n), key=lambda i: (-float(scores[i]), i))[:top]
+    key = torch.full((n,), -1.0, dtype=torch.float64)
+    if by_confer:
+        idx = torch.tensor(by_confer, dtype=torch.long)
+        key[idx] = shift_confer(surrogates, references, x[idx], target[idx]).double().cpu()
+    order = sorted(range(n), key=lambda i: (-float(key[i]), -float(scores[i]), i))
+    rank = torch.empty(n, dtype=torch.float64)
+    rank[torch.tensor(order, dtype=torch.long)] = torch.arange(n, 0, -1, dtype=torch.float64)
+    return rank

@@ -72,13 +72,18 @@ def generate_fingerprint(
     exhaust: bool = False,
     validation: Validation | None = None,
     pool: str = "correct",
+    rerank: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Fingerprint:
     """``accept(x_adv, source_labels, y) -> bool mask`` replaces the default selection (adversarial for
     the source and Confer ≥ τ on the training models), e.g. IPGuard's boundary criterion.
     ``validation``: ``(surrogates, references)`` whose held-out power is added to the ranking (τ still
     applies to Confer alone); the stored ``train_confer`` stays the training models' Confer.
     ``pool``: "correct" optimises the candidates the source classifies correctly, "errors" those it
-    misclassifies (an example is then kept while the source still disagrees with the true label)."""
+    misclassifies (an example is then kept while the source still disagrees with the true label).
+    ``rerank(x_adv, keys, confer) -> scores`` ranks all kept examples once the search is over (higher first),
+    instead of their Confer; not with ``validation``."""
+    if rerank is not None and validation is not None:
+        raise ValueError("rerank and validation are two rankings: give one")
     if validation is not None and not (validation[0] or validation[1]):
         validation = None
     if size < 1:
@@ -132,6 +137,8 @@ def generate_fingerprint(
             f"{method_name}: none of {used} candidates became a kept example ({adversarial} fooled the source; "
             f"τ = {tau}). Raise eps, steps or the learning rate, lower τ, or allow more candidates."
         )
+    if rerank is not None:
+        rs = rerank(xs, ts, ss)
     pick = balanced_pick(ts, rs, size, num_classes, balance)
     if len(pick) < size:
         log.warning("%s kept only %d of the %d requested examples from %d candidates", method_name, len(pick), size, used)
