@@ -120,14 +120,17 @@ def run_study(name: str, data_dir) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
-def totals(runs: list[dict], key: str) -> dict | None:
+def totals(runs: list[dict], key: str, bound: str = "prediction") -> dict | None:
+    """Setting ``key`` over ``runs``: goal met, mean d′ and gap, and the models called stolen at ``bound``
+    ("prediction", `mix_share.evaluate`'s ``*_stolen``, or "tolerance", its ``*_stolen_tolerance``)."""
     rows = [r["settings"].get(key) for r in runs]
     if not rows or any(v is None for v in rows):
         return None
+    suffix = {"prediction": "", "tolerance": "_tolerance"}[bound]
     out = {"met": sum(separated(v["roc_auc"], v["margin"]) for v in rows),
            "d_prime": float(np.mean([v["d_prime"] for v in rows])), "gap": float(np.mean([v["gap"] for v in rows])),
-           "surrogates_stolen": sum(v["surrogates_stolen"] for v in rows),
-           "references_stolen": sum(v["references_stolen"] for v in rows), "studies": len(rows)}
+           "surrogates_stolen": sum(v["surrogates_stolen" + suffix] for v in rows),
+           "references_stolen": sum(v["references_stolen" + suffix] for v in rows), "studies": len(rows)}
     if all("cal_minus_test_refs" in v for v in rows):
         out["cal_minus_test_refs"] = float(np.mean([v["cal_minus_test_refs"] for v in rows]))
     return out

@@ -46,12 +46,12 @@ import numpy as np
 import torch
 
 from conferprint._io import atomic_write_text
-from conferprint.fingerprint.ensemble import SHIFTS, folded, shifted  # the library's since §41 (CEM(rank="shift"))
+from conferprint.fingerprint.ensemble import folded, shift_confer
 from conferprint.fingerprint.scores import confer, labels_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_arrays, run_studies, save_arrays, separated, study_key, study_seed  # noqa: E402
-from held_back import protocol, protocol_lines  # noqa: E402  (the same pre-registered rule)
+from held_back import protocol, protocol_lines, totals  # noqa: E402  (the same pre-registered rule)
 from held_out_levers import study_of  # noqa: E402
 from mix_share import POOLS, evaluate, pools_of, scored_models, top  # noqa: E402
 from conferprint.experiments.quickstart import DEFAULT, control_fingerprint  # noqa: E402
@@ -66,16 +66,18 @@ COPIES = 8
 TOP = 300
 
 
-def copies_of(x: torch.Tensor, setting: str, gen: torch.Generator) -> list[torch.Tensor]:
-    if setting == "shift":
-        return [shifted(x, dy, dx) for dy, dx in SHIFTS]
+def gauss_copies(x: torch.Tensor, setting: str, gen: torch.Generator) -> list[torch.Tensor]:
+    """``COPIES`` copies ``x + σ·N(0, I)`` clipped to [0, 1], σ from ``setting`` ("gauss σ")."""
     sigma = float(setting.removeprefix("gauss "))
     return [(x + sigma * torch.randn(x.shape, generator=gen)).clamp(0, 1) for _ in range(COPIES)]
 
 
 def neighbourhood_confer(surr, refs, x: torch.Tensor, t: torch.Tensor, setting: str, gen: torch.Generator) -> np.ndarray:
-    """The training models' mean hard Confer over ``setting``'s copies of ``x``, the keys ``t`` fixed."""
-    got = [confer(labels_of(surr, xc), labels_of(refs, xc), t) for xc in copies_of(x, setting, gen)]
+    """The training models' mean hard Confer over ``setting``'s copies of ``x``, the keys ``t`` fixed (``shift``:
+    the library's `shift_confer`, what `CEM(rank="shift")` ranks by)."""
+    if setting == "shift":
+        return shift_confer(surr, refs, x, t).numpy()
+    got = [confer(labels_of(surr, xc), labels_of(refs, xc), t) for xc in gauss_copies(x, setting, gen)]
     return torch.stack(got).mean(0).numpy()
 
 
@@ -203,14 +205,7 @@ def fresh_rule(runs: list[dict], setting: str = "shift", default: str = "default
     fresh = [r for r in runs if study_seed(r["study"])[0] >= FRESH_FROM and not study_seed(r["study"])[1]]
     if not fresh:
         return None
-
-    def tot(key):
-        rows = [r["settings"][key] for r in fresh]
-        return {"met": sum(separated(v["roc_auc"], v["margin"]) for v in rows),
-                "d_prime": float(np.mean([v["d_prime"] for v in rows])),
-                "surrogates_stolen": sum(v["surrogates_stolen_tolerance"] for v in rows),
-                "references_stolen": sum(v["references_stolen_tolerance"] for v in rows), "studies": len(rows)}
-    s, d = tot(setting), tot(default)
+    s, d = totals(fresh, setting, "tolerance"), totals(fresh, default, "tolerance")
     adopt = s["met"] >= d["met"] and s["d_prime"] > d["d_prime"] and s["references_stolen"] <= d["references_stolen"] + 1
     return {"studies": [r["study"] for r in fresh], "setting": setting, setting: s, "default": d, "adopt": bool(adopt)}
 

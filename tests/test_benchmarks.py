@@ -1043,7 +1043,7 @@ def test_split_calibration_trains_the_ensemble_and_the_calibration_on_disjoint_h
 
 
 def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
-    """neighbourhood_rank: the shift copies are the eight one-pixel moves; a key ranks the kept candidates
+    """neighbourhood_rank: the shift key is the mean Confer over the eight one-pixel moves; a key ranks the kept candidates
     (unscored ones last, ties by hard Confer then position); the protocol chooses on seeds 21-42 only."""
     import numpy as np
     import torch
@@ -1051,11 +1051,19 @@ def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import neighbourhood_rank as nr
 
+    from conferprint.fingerprint.ensemble import SHIFTS, shifted
+    from conferprint.fingerprint.scores import confer, labels_of
+
     x = torch.arange(9.0).reshape(1, 1, 3, 3)
-    assert len(nr.copies_of(x, "shift", torch.Generator())) == 8
-    assert nr.copies_of(x, "shift", torch.Generator())[7][0, 0].tolist() == [[0, 0, 0], [0, 0, 1], [0, 3, 4]]  # (+1, +1): down, right
-    noisy = nr.copies_of(x / 9, "gauss 0.05", torch.Generator().manual_seed(0))
+    noisy = nr.gauss_copies(x / 9, "gauss 0.05", torch.Generator().manual_seed(0))
     assert len(noisy) == nr.COPIES and all(0 <= float(c.min()) and float(c.max()) <= 1 for c in noisy)
+    # the shift key: the mean Confer over the eight one-pixel moves (the library's, as CEM(rank="shift") ranks)
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(9, 3)) for _ in range(4)]
+    xs, t = torch.rand(6, 1, 3, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    want = torch.stack([confer(labels_of(models[:2], shifted(xs, dy, dx)), labels_of(models[2:], shifted(xs, dy, dx)), t)
+                        for dy, dx in SHIFTS]).mean(0)
+    assert np.allclose(nr.neighbourhood_confer(models[:2], models[2:], xs, t, "shift", torch.Generator()), want.numpy())
 
     c = {"hard": np.array([0.9, 0.8, 0.8, 0.7, 0.95]), "keep": np.array([True, True, True, True, False])}
     assert nr.ranked(c, None, 3).tolist() == [0, 1, 2]  # the default: hard Confer, the unkept one never

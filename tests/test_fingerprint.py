@@ -456,3 +456,6 @@ def test_cem_rank_shift_keeps_the_best_by_confer_around_the_example(digit_models
     assert (key[:-1] >= key[1:]).all()  # best first by the shift key
     with pytest.raises(ValueError, match="one"):
         replace(cem, rank="shift").generate(*args, seed=0, num_classes=10, validation=([m["surrogates"][0]], []))
+    # no validation model at all is no second ranking, as for the plain ranking
+    empty = replace(cem, rank="shift", rank_top=40).generate(*args, seed=0, num_classes=10, validation=([], []))
+    assert torch.equal(empty.inputs, shift.inputs)

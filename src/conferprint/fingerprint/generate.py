@@ -82,10 +82,10 @@ def generate_fingerprint(
     misclassifies (an example is then kept while the source still disagrees with the true label).
     ``rerank(x_adv, keys, confer) -> scores`` ranks all kept examples once the search is over (higher first),
     instead of their Confer; not with ``validation``."""
-    if rerank is not None and validation is not None:
-        raise ValueError("rerank and validation are two rankings: give one")
     if validation is not None and not (validation[0] or validation[1]):
         validation = None
+    if rerank is not None and validation is not None:
+        raise ValueError("rerank and validation are two rankings: give one")
     if size < 1:
         raise ValueError(f"fingerprint size must be ≥ 1, got {size}")
     if len(x) != len(y):
