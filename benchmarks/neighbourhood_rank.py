@@ -160,8 +160,9 @@ def run_study(name: str, data_dir) -> dict:
     return rank_study(name, data_dir, SETTINGS, neighbourhood_keys)
 
 
-def report_lines(payload: dict, settings, choose, title: str, note: str) -> list[str]:
-    """The report of a ranking benchmark (`rank_study`'s rows): per draw, then over the draws, then the protocol."""
+def report_lines(payload: dict, settings, choose, title: str, note: str, with_protocol: bool = True) -> list[str]:
+    """The report of a ranking benchmark (`rank_study`'s rows): per draw, then over the draws, then (``with_protocol``)
+    §39's protocol."""
     runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
     lines = [f"# {title}", "", "Commands: " + "; ".join(f"`{c}`" for c in payload["commands"]), "",
              note + " Cells: AUC / margin / d′ on the 8 + 8 testing models (✓: goal met, AUC ≥ 0.95 and margin > 0); "
@@ -192,7 +193,9 @@ def report_lines(payload: dict, settings, choose, title: str, note: str) -> list
                      f"{sum(v['surrogates_stolen_tolerance'] for v, _ in rows)}, "
                      f"{sum(v['references_stolen_tolerance'] for v, _ in rows)} | {cr[0]:+.3f}, {cr[1]:+.3f} |")
     proto = payload.get("protocol")
-    if proto:
+    if not with_protocol:
+        pass
+    elif proto:
         # the rule's counts of references stolen are the prediction bound's (`mix_share.evaluate`'s `references_stolen`)
         lines += protocol_lines(proto, settings, " Its false accusations are the prediction bound's.")
     else:

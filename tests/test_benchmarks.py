@@ -1093,6 +1093,44 @@ def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
     assert not nr.fresh_rule(worse)["adopt"]  # two more false accusations than the default's none
 
 
+def test_neighbourhood_wide_chooses_among_shift_keys_by_alpha_then_adopts_on_fresh_draws():
+    """neighbourhood_wide: the choice needs every draw of seeds 21-75 and excludes a key whose tolerance-bound
+    accusations are unlikely for a verdict at alpha; the adoption judges the pick on seeds 76+ only, against the
+    default's goal, d' and catches, and alpha on the new draws and on all of them."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import neighbourhood_wide as nw
+
+    def row(study, accused=None, caught=None, **by):
+        accused, caught = accused or {}, caught or {}
+        return {"study": study, "settings": {k: {"roc_auc": a, "margin": m, "d_prime": d, "gap": 0.1,
+                                                 "surrogates_stolen": 4, "references_stolen": 0,
+                                                 "surrogates_stolen_tolerance": caught.get(k, 4),
+                                                 "references_stolen_tolerance": accused.get(k, 0)}
+                                             for k, (a, m, d) in by.items()}}
+
+    good, bad = (1.0, 0.05, 4.0), (0.9, -0.05, 2.0)
+    base = dict.fromkeys(nw.SETTINGS, bad)
+    # shift2 separates best but accuses 2 of 8 on every draw (110 of 440: impossible at alpha); shift+gauss next
+    chosen = [row(f"seed{s}", accused={"shift2": 2}, **{**base, "shift2": good, "shift+gauss": good if s % 2 else bad})
+              for s in nw.CHOOSE_SEEDS]
+    assert nw.choose_rule(chosen[:-1]) is None  # not every draw there yet
+    got = nw.choose_rule(chosen + [row("seed80", **base)])  # a fresh draw does not enter the choice
+    assert got["studies"] == 55 and got["eligible"] == ["shift", "shift+gauss"] and got["pick"] == "shift+gauss"
+    assert got["totals"]["shift2"]["p_accused"] < 0.05 < got["totals"]["shift"]["p_accused"]
+    assert 0.3 < nw.p_accused(22, 55) < 0.7 and nw.p_accused(0, 55) == 1.0  # about alpha's mean, 0.05 x 440
+    fresh = [row("seed76", **{**base, "shift+gauss": good}), row("seed77", **base)]
+    assert nw.fresh_rule(chosen, "shift+gauss") is None and nw.fresh_rule(chosen + fresh, None) is None
+    got = nw.fresh_rule(chosen + fresh, "shift+gauss")
+    assert got["studies"] == ["seed76", "seed77"] and got["adopt"] and got["shift+gauss"]["met"] == 1
+    assert got["all_draws"]["shift+gauss"]["studies"] == 57
+    fewer = [row("seed76", caught={"shift+gauss": 3}, **{**base, "shift+gauss": good}), row("seed77", **base)]
+    assert not nw.fresh_rule(chosen + fewer, "shift+gauss")["adopt"]  # catches fewer thieves than the default
+    many = [row("seed76", accused={"shift+gauss": 4}, **{**base, "shift+gauss": good}), row("seed77", **base)]
+    assert not nw.fresh_rule(chosen + many, "shift+gauss")["adopt"]  # 4 of 16 accused: unlikely at alpha
+    level = [row("seed76", **base), row("seed77", **base)]
+    assert not nw.fresh_rule(chosen + level, "shift+gauss")["adopt"]  # no higher d'
+
+
 def test_family_rank_takes_confer_within_each_family():
     """family_rank: Confer within each architecture family's training models, then their mean and their least."""
     import numpy as np

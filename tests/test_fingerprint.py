@@ -410,15 +410,17 @@ def test_cem_folds_each_member_once_per_run_and_selects_on_the_models_themselves
     assert torch.equal(models[0](fp.inputs).argmax(1), fp.keys)
 
 
-def test_shift_moves_one_pixel_with_a_zero_border_and_refuses_more():
-    from conferprint.fingerprint.ensemble import SHIFTS, shifted
+def test_shift_moves_with_a_zero_border_and_refuses_the_whole_image():
+    from conferprint.fingerprint.ensemble import SHIFTS, SHIFTS2, shifted
 
     x = torch.arange(9.0).reshape(1, 1, 3, 3)
     assert shifted(x, 1, 0)[0, 0].tolist() == [[0, 0, 0], [0, 1, 2], [3, 4, 5]]  # down one row
     assert shifted(x, 0, -1)[0, 0].tolist() == [[1, 2, 0], [4, 5, 0], [7, 8, 0]]  # left one column
     assert torch.equal(shifted(x, 0, 0), x) and len(SHIFTS) == 8 and (0, 0) not in SHIFTS
-    with pytest.raises(ValueError, match="one pixel"):
-        shifted(x, 2, 0)
+    assert shifted(x, -2, 1)[0, 0].tolist() == [[0, 6, 7], [0, 0, 0], [0, 0, 0]]  # up two rows, right one column
+    assert len(SHIFTS2) == 24 and set(SHIFTS) < set(SHIFTS2) and (0, 0) not in SHIFTS2
+    with pytest.raises(ValueError, match="smaller than the image"):
+        shifted(x, 3, 0)
 
 
 def test_shift_rank_orders_the_top_by_confer_around_the_example_then_the_rest(digit_models):
@@ -435,6 +437,14 @@ def test_shift_rank_orders_the_top_by_confer_around_the_example_then_the_rest(di
     got = [(-float(key[i]), -float(scores[i]), i) for i in order[:5]]
     assert got == sorted(got)  # by the shift key, ties by Confer, then position
     assert len(set(rank.tolist())) == 12
+    # a wider neighbourhood is the mean over its shifts: the 24 of two pixels are the 8 and the other 16
+    from conferprint.fingerprint.ensemble import SHIFTS, SHIFTS2
+    outer = [s for s in SHIFTS2 if s not in SHIFTS]
+    wide = shift_confer(m["surrogates"], m["references"], x, t, shifts=SHIFTS2)
+    rest = shift_confer(m["surrogates"], m["references"], x, t, shifts=outer)
+    assert torch.allclose(wide, (8 * key + 16 * rest) / 24) and not torch.equal(wide, key)
+    with pytest.raises(ValueError, match="empty"):
+        shift_confer(m["surrogates"], m["references"], x, t, shifts=())
 
 
 def test_cem_rank_shift_keeps_the_best_by_confer_around_the_example(digit_models):

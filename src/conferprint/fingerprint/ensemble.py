@@ -100,22 +100,28 @@ def balanced_pick(targets: torch.Tensor, scores: torch.Tensor, size: int, num_cl
 
 # the eight one-pixel translations (rows, columns) around an example
 SHIFTS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+# the twenty-four translations of at most two pixels each way (summary §42)
+SHIFTS2 = tuple((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if (dy, dx) != (0, 0))
 
 
 def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``x`` (N, C, H, W) moved by ``dy`` rows and ``dx`` columns (each −1, 0 or 1), the uncovered border zero."""
-    if abs(dy) > 1 or abs(dx) > 1:
-        raise ValueError(f"shifts of at most one pixel, got ({dy}, {dx})")
+    """``x`` (N, C, H, W) moved by ``dy`` rows and ``dx`` columns, the uncovered border zero."""
     h, w = x.shape[-2:]
-    return F.pad(x, (1, 1, 1, 1))[..., 1 - dy: 1 - dy + h, 1 - dx: 1 - dx + w]
+    if abs(dy) >= h or abs(dx) >= w:
+        raise ValueError(f"a shift must be smaller than the image ({h}×{w}), got ({dy}, {dx})")
+    p = max(abs(dy), abs(dx))
+    return F.pad(x, (p, p, p, p))[..., p - dy: p - dy + h, p - dx: p - dx + w]
 
 
 def shift_confer(surrogates: Sequence[nn.Module], references: Sequence[nn.Module], x: torch.Tensor,
-                 target: torch.Tensor) -> torch.Tensor:
-    """The mean hard ``Confer`` of the models over the eight one-pixel translations of each example, the keys
-    ``target`` fixed: whether an example stays conferrable around itself, not only at itself."""
+                 target: torch.Tensor, shifts: Sequence[tuple[int, int]] = SHIFTS) -> torch.Tensor:
+    """The mean hard ``Confer`` of the models over the translations ``shifts`` of each example (default the eight
+    one-pixel ones), the keys ``target`` fixed: whether an example stays conferrable around itself, not only at
+    itself."""
+    if not shifts:
+        raise ValueError("shifts is empty")
     return torch.stack([confer(labels_of(surrogates, xs), labels_of(references, xs), target)
-                        for xs in (shifted(x, dy, dx) for dy, dx in SHIFTS)]).mean(0)
+                        for xs in (shifted(x, dy, dx) for dy, dx in shifts)]).mean(0)
 
 
 def shift_rank(surrogates: Sequence[nn.Module], references: Sequence[nn.Module], x: torch.Tensor, target: torch.Tensor,
