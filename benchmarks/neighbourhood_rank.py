@@ -30,7 +30,8 @@ least as often as ``default``, with a higher mean d′ and at most one more fals
 false accusations are the prediction bound's, `mix_share.evaluate`'s, the default verdict's rule until stop 41.)
 
 §41, committed after §39's result and before any fresh draw was made (summary §41): the draws of seeds 66 onward,
-made from nothing by `quickstart_seeds.py` with the shipping default, are not part of §39's rule; on them `shift`
+made from nothing by `quickstart_seeds.py` with the shipping default (seeds 66–75: the clock ended the series there),
+are not part of §39's rule; on them `shift`
 replaces the default's ranking only if it meets the goal on at least as many of them as ``default``, with a higher
 mean d′, and its verdict at the shipping rule (the tolerance bound) calls at most one more of their testing
 references stolen (``fresh_rule``).
@@ -61,7 +62,7 @@ STEM = "neighbourhood-rank-fashion-mnist"
 SETTINGS = ("default", "gauss 0.02", "gauss 0.05", "shift")
 CHOOSE = [f"seed{s}" for s in range(21, 43)]
 CONFIRM = [f"seed{s}" for s in range(43, 66)]
-FRESH_FROM = 66  # §41's draws: seeds 66 onward
+FRESH = range(66, 76)  # §41's draws: seeds 66-75 (the clock ended its series there; later draws are §42's)
 COPIES = 8
 TOP = 300
 
@@ -204,8 +205,9 @@ def report_lines(payload: dict, settings, choose, title: str, note: str, with_pr
 
 
 def fresh_rule(runs: list[dict], setting: str = "shift", default: str = "default") -> dict | None:
-    """§41 (module docstring): ``setting`` against ``default`` on the fresh draws (seeds ``FRESH_FROM`` onward)."""
-    fresh = [r for r in runs if study_seed(r["study"])[0] >= FRESH_FROM and not study_seed(r["study"])[1]]
+    """§41 (module docstring): ``setting`` against ``default`` on its fresh draws (seeds ``FRESH``; §42's later
+    draws are judged by `neighbourhood_wide.fresh_rule`)."""
+    fresh = [r for r in runs if study_seed(r["study"])[0] in FRESH and not study_seed(r["study"])[1]]
     if not fresh:
         return None
     s, d = totals(fresh, setting, "tolerance"), totals(fresh, default, "tolerance")

@@ -1086,7 +1086,7 @@ def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
     assert nr.protocol(choose[1:] + [row("seed43", **base)], nr.SETTINGS, "default", nr.CHOOSE) is None
     # §41: shift against the default on the fresh draws only, accusations at the tolerance bound
     assert nr.fresh_rule(choose) is None
-    got = nr.fresh_rule(choose + fresh)
+    got = nr.fresh_rule(choose + fresh + [row("seed76", **base)])  # §42's draws are not §41's
     assert got["studies"] == ["seed66", "seed67"] and got["adopt"] and got["shift"]["met"] == 1
     worse = [row("seed66", **{**base, "shift": good}), row("seed67", **base)]
     worse[0]["settings"]["shift"]["references_stolen_tolerance"] = 2
