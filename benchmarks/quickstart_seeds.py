@@ -34,7 +34,7 @@ from conferprint._io import atomic_write_text
 from conferprint.allocator import tune_cpu_allocator
 from conferprint.experiments.quickstart import PRESETS, run_quickstart, versions
 from conferprint.verify import roc_auc, separation_margin
-from conferprint.verify.calibration import tolerance_threshold
+from conferprint.verify.calibration import prediction_threshold, tolerance_threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import d_prime, separated  # noqa: E402
@@ -179,8 +179,8 @@ def gap_and_d_prime(models: list[dict]) -> dict:
 
 
 def summary(runs: list[dict]) -> dict:
-    """A series' totals: the goal met, mean d′, and the verdicts' counts (prediction bound, and tolerance bound
-    where a threshold was fitted)."""
+    """A series' totals: the goal met, mean d′, and the verdicts' counts (the run's own rule; the tolerance bound's
+    where a threshold was fitted, and the prediction bound's where every run's verdict is the tolerance bound)."""
     tol = [r["tolerance_rule"] for r in runs if r.get("tolerance_rule")]
     dp = [r["d_prime"] for r in runs if r.get("d_prime") is not None]
     return {"draws": len(runs), "goal_met": sum(r["goal_met"] for r in runs),
@@ -190,7 +190,10 @@ def summary(runs: list[dict]) -> dict:
             "surrogates": sum(r["n_surrogates"] for r in runs), "references": sum(r["n_references"] for r in runs),
             "tolerance": None if len(tol) != len(runs) else {
                 "surrogates_called_stolen": sum(t["surrogates"] for t in tol),
-                "references_called_stolen": sum(t["references"] for t in tol)}}
+                "references_called_stolen": sum(t["references"] for t in tol)},
+            "prediction": None if not runs or not all(is_tolerance(r.get("threshold_fit")) for r in runs) else {
+                "surrogates_called_stolen": sum(prediction_verdicts(r)["surrogates"] for r in runs),
+                "references_called_stolen": sum(prediction_verdicts(r)["references"] for r in runs)}}
 
 
 def earlier_full_walls(earlier: dict | None) -> dict[int, float]:
@@ -239,6 +242,22 @@ def tolerance_verdicts(res: dict, confidence: float = 0.9) -> dict | None:
     return {"confidence": confidence, "alpha": fit["alpha"], "threshold": thr,
             "surrogates": called_stolen(res["models"], thr, "surrogate"),
             "references": called_stolen(res["models"], thr, "reference")}
+
+
+def is_tolerance(fit: dict | None) -> bool:
+    """Whether a run's verdict threshold (``threshold_fit``) is the tolerance bound (the default since stop 41)."""
+    return bool(fit) and "tolerance" in fit.get("rule", "")
+
+
+def prediction_verdicts(run: dict) -> dict | None:
+    """The verdicts had the threshold been the prediction bound (``--threshold-rule prediction``) of a run's
+    calibration scores: the score rule only, on the run's testing models."""
+    fit = run.get("threshold_fit")
+    if not fit:
+        return None
+    thr = prediction_threshold(fit["scores"], fit["alpha"])["threshold"]
+    return {"alpha": fit["alpha"], "threshold": thr, "surrogates": called_stolen(run["models"], thr, "surrogate"),
+            "references": called_stolen(run["models"], thr, "reference")}
 
 
 def called_stolen(models: list[dict], threshold: float, role: str) -> int:
@@ -290,7 +309,9 @@ def write_md(payload: dict, path: Path) -> None:
         lines += ["", f"Over the {t['draws']} draws: goal met on {t['goal_met']}, mean d′ "
                   f"{'–' if md is None else f'{md:.2f}'}; the verdict called {t['surrogates_called_stolen']} of "
                   f"{t['surrogates']} surrogates and {t['references_called_stolen']} of {t['references']} references stolen"
-                  + (f" (tolerance bound: {t['tolerance']['surrogates_called_stolen']} and "
+                  + (f" (the score at the prediction bound: {t['prediction']['surrogates_called_stolen']} and "
+                     f"{t['prediction']['references_called_stolen']})" if t.get("prediction") else
+                     f" (tolerance bound: {t['tolerance']['surrogates_called_stolen']} and "
                      f"{t['tolerance']['references_called_stolen']})" if t.get("tolerance") else "") + "."]
     if payload.get("note"):
         lines += ["", payload["note"]]
@@ -303,12 +324,27 @@ def write_md(payload: dict, path: Path) -> None:
             lines.append(f"| {r['seed']} | " + " | ".join(f"{c.get(k, 0):.1f}" for k in phases) + f" | {c['total']:.0f} |")
     fits = [(r["seed"], r["threshold_fit"]) for r in payload["runs"] if r.get("threshold_fit")]
     if fits:
-        lines += ["", f"Threshold: the upper {1 - fits[0][1]['alpha']:.0%} prediction bound of the scores of "
-                  f"{fits[0][1]['n_references']} D1 calibration references that generation never saw "
-                  "(mean + t · sd · √(1 + 1/r)). Their scores:", ""]
+        fit0 = fits[0][1]
+        how = (f"the upper {1 - fit0['alpha']:.0%} tolerance bound at {fit0['confidence']:.0%} confidence"
+               if is_tolerance(fit0) else f"the upper {1 - fit0['alpha']:.0%} prediction bound")
+        lines += ["", f"Threshold: {how} of the scores of {fit0['n_references']} D1 calibration references that "
+                  "generation never saw (mean + factor · sd). Their scores:", ""]
         lines += [f"- seed {seed}: " + ", ".join(f"{v:+.3f}" for v in fit["scores"]) + f" (mean {fit['mean']:+.3f}, "
                   f"sd {fit['sd']:.3f})" for seed, fit in fits]
     tol = [(r, r["tolerance_rule"]) for r in payload["runs"] if r.get("tolerance_rule")]
+    pred = [(r, prediction_verdicts(r)) for r in payload["runs"] if is_tolerance(r.get("threshold_fit"))]
+    if pred:  # the verdict is the tolerance bound already: show the prediction bound beside it
+        by_score = lambda r, role: called_stolen(r["models"], r["threshold"], role)  # noqa: E731
+        lines += ["", "The other rule (`--threshold-rule prediction`): the upper 95 % prediction bound of the same "
+                  "calibration scores. Verdicts of the score alone, tolerance bound (the verdict) → prediction bound:", "",
+                  "| seed | threshold | surrogates called stolen | references called stolen |", "| --- | --- | --- | --- |"]
+        for r, t in pred:
+            lines.append(f"| {r['seed']} | {r['threshold']:.3f} → {t['threshold']:.3f} | {by_score(r, 'surrogate')} → "
+                         f"{t['surrogates']} of {r['n_surrogates']} | {by_score(r, 'reference')} → {t['references']} of "
+                         f"{r['n_references']} |")
+        lines.append(f"| all | | {sum(by_score(r, 'surrogate') for r, _ in pred)} → {sum(t['surrogates'] for _, t in pred)} | "
+                     f"{sum(by_score(r, 'reference') for r, _ in pred)} → {sum(t['references'] for _, t in pred)} |")
+        tol = [(r, t) for r, t in tol if not is_tolerance(r.get("threshold_fit"))]
     if tol:
         fit = tol[0][0]["threshold_fit"]
         by_score = lambda r, role: called_stolen(r["models"], r["threshold"], role)  # noqa: E731

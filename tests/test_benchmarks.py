@@ -229,6 +229,50 @@ def test_quickstart_seeds_collects_older_runs_and_refits_the_tolerance_rule():
     assert tolerance_verdicts({"threshold_fit": None, "models": []}) is None
 
 
+def test_quickstart_seeds_reports_the_prediction_bound_beside_a_tolerance_verdict(tmp_path):
+    """quickstart_seeds: where a run's verdict is the tolerance bound (the default since stop 41), the report names
+    it so and shows the prediction bound's verdicts beside it, refitted on the run's calibration scores; a series
+    of prediction-bound runs keeps the tolerance column."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import quickstart_seeds as qs
+    from conferprint.verify.calibration import prediction_threshold, tolerance_threshold
+
+    cal = [0.0, 0.05, -0.05, 0.1, 0.02]
+    tol, pred = tolerance_threshold(cal, 0.05, 0.9), prediction_threshold(cal, 0.05)
+    assert pred["threshold"] < tol["threshold"]
+    mid = (pred["threshold"] + tol["threshold"]) / 2
+    models = [{"name": f"test-{i}", "cae_acc": 0.5, "role": role, "score": score} for i, (role, score) in enumerate(
+        [("surrogate", tol["threshold"] + 0.01), ("surrogate", mid), ("reference", mid), ("reference", 0.0)])]
+
+    def run(fit, thr):
+        r = {"threshold_fit": {**fit, "scores": cal, "n_references": 5}, "threshold": thr, "models": models}
+        return {**r, "seed": 0, "retrained": {"count": 1, "of": 1}, "timings": {"total": 1.0}, "from_nothing_seconds": 1.0,
+                "source_test_acc": 0.9, "roc_auc": 1.0, "margin": 0.1, "d_prime": 3.0, "tpr_at_fpr_0": 1.0,
+                "raw_cae_acc": {}, "pgd": None, "goal_met": True, "n_surrogates": 2, "n_references": 2,
+                "decisions": {"true_positives": qs.called_stolen(models, thr, "surrogate"),
+                              "false_positives": qs.called_stolen(models, thr, "reference")},
+                "tolerance_rule": qs.tolerance_verdicts({"threshold_fit": {"scores": cal, "alpha": 0.05}, "models": models})}
+
+    tol_run, pred_run = run(tol, tol["threshold"]), run(pred, pred["threshold"])
+    assert qs.is_tolerance(tol_run["threshold_fit"]) and not qs.is_tolerance(pred_run["threshold_fit"])
+    got = qs.prediction_verdicts(tol_run)
+    assert got["threshold"] == pytest.approx(pred["threshold"]) and (got["surrogates"], got["references"]) == (2, 1)
+    t = qs.summary([tol_run])
+    assert (t["surrogates_called_stolen"], t["references_called_stolen"]) == (1, 0)
+    assert t["prediction"] == {"surrogates_called_stolen": 2, "references_called_stolen": 1}
+    assert qs.summary([pred_run])["prediction"] is None and qs.summary([tol_run, pred_run])["prediction"] is None
+    payload = {"preset": {"preset": "tiny", "testing": [{"arch": "mlp"}]}, "command": "c", "runs": [tol_run],
+               "summary": t}
+    qs.write_md(payload, tmp_path / "t.md")
+    text = (tmp_path / "t.md").read_text()
+    assert "tolerance bound at 90% confidence of the scores" in text and "prediction bound of the scores" not in text
+    assert "tolerance bound (the verdict) → prediction bound" in text and "the score at the prediction bound: 2 and 1" in text
+    payload = {**payload, "runs": [pred_run], "summary": qs.summary([pred_run])}
+    qs.write_md(payload, tmp_path / "p.md")
+    text = (tmp_path / "p.md").read_text()
+    assert "95% prediction bound of the scores" in text and "prediction bound → tolerance bound" in text
+
+
 def test_statistic_scores_are_fitted_on_the_calibration_answers_only():
     """held_out_levers' ``statistic`` lever: the study's difference, the slope of fingerprint on control CAEAcc
     across the calibration references, and per-example weights and drops from their agreement."""
