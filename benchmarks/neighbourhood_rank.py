@@ -93,30 +93,39 @@ def ranked(c: dict[str, np.ndarray], key: np.ndarray | None, n: int) -> np.ndarr
     return kept[order[:n]]
 
 
-def neighbourhood_keys(folder: Path, seed: int, study, pools) -> tuple[dict[str, dict[str, np.ndarray]], float]:
-    """Per setting but the default and per pool, the neighbourhood Confer of the pool's best ``TOP`` (NaN elsewhere),
-    and the seconds they took; reloaded from ``folder/neighbourhood/keys.npz`` where an earlier run finished them."""
-    path = folder / "neighbourhood" / "keys.npz"
+def top_keys(path: Path, study, pools, keyers: dict) -> tuple[dict[str, dict[str, np.ndarray]], float]:
+    """Per key of ``keyers`` (name → ``fn(surrogates, references, x, t)``, on the study's folded training members)
+    and per pool, the key of the pool's best ``TOP`` by hard Confer (NaN elsewhere), and the seconds they took;
+    cached in ``path`` (reloaded where an earlier run finished them). `neighbourhood_wide.py` uses it too."""
     if path.exists():
         flat = load_arrays(path)
-        return {s: {p: flat[f"{s}|{p}"] for p in POOLS} for s in SETTINGS[1:]}, float(flat["seconds"])
+        return {k: {p: flat[f"{k}|{p}"] for p in POOLS} for k in keyers}, float(flat["seconds"])
     t0 = time.perf_counter()
     surr = folded([m.model for m in study.training_role("surrogate")])
     refs = folded([m.model for m in study.training_role("reference")])
-    out: dict[str, dict[str, np.ndarray]] = {s: {} for s in SETTINGS[1:]}
+    out: dict[str, dict[str, np.ndarray]] = {k: {} for k in keyers}
     for pool in POOLS:
         c = pools[pool]
         idx = top(c, TOP)
         x, t = torch.from_numpy(c["x_adv"][idx]), torch.from_numpy(c["t"][idx]).long()
-        for s in SETTINGS[1:]:
-            gen = torch.Generator().manual_seed(seed * 1000 + SETTINGS.index(s))
+        for k, fn in keyers.items():
             key = np.full(len(c["keep"]), np.nan, dtype=np.float32)
-            key[idx] = neighbourhood_confer(surr, refs, x, t, s, gen)
-            out[s][pool] = key
+            key[idx] = fn(surr, refs, x, t)
+            out[k][pool] = key
     seconds = time.perf_counter() - t0
     path.parent.mkdir(exist_ok=True)
-    save_arrays(path, {**{f"{s}|{p}": v for s, d in out.items() for p, v in d.items()}, "seconds": np.array(seconds)})
+    save_arrays(path, {**{f"{k}|{p}": v for k, d in out.items() for p, v in d.items()}, "seconds": np.array(seconds)})
     return out, seconds
+
+
+def neighbourhood_keys(folder: Path, seed: int, study, pools) -> tuple[dict[str, dict[str, np.ndarray]], float]:
+    """Per setting but the default and per pool, the neighbourhood Confer of the pool's best ``TOP`` (NaN elsewhere),
+    and the seconds they took; cached in ``folder/neighbourhood/keys.npz``. Each Gaussian key draws its copies from a
+    generator seeded by the study's seed and the setting, afresh for each pool."""
+    def keyer(s):
+        return lambda surr, refs, x, t: neighbourhood_confer(
+            surr, refs, x, t, s, torch.Generator().manual_seed(seed * 1000 + SETTINGS.index(s)))
+    return top_keys(folder / "neighbourhood" / "keys.npz", study, pools, {s: keyer(s) for s in SETTINGS[1:]})
 
 
 def rank_study(name: str, data_dir, settings, keys_of) -> dict:
@@ -193,10 +202,10 @@ def report_lines(payload: dict, settings, choose, title: str, note: str, with_pr
                      f"{8 * len(rows)}, {sum(v['references_stolen'] for v, _ in rows)} / {8 * len(rows)} | "
                      f"{sum(v['surrogates_stolen_tolerance'] for v, _ in rows)}, "
                      f"{sum(v['references_stolen_tolerance'] for v, _ in rows)} | {cr[0]:+.3f}, {cr[1]:+.3f} |")
-    proto = payload.get("protocol")
     if not with_protocol:
-        pass
-    elif proto:
+        return lines
+    proto = payload.get("protocol")
+    if proto:
         # the rule's counts of references stolen are the prediction bound's (`mix_share.evaluate`'s `references_stolen`)
         lines += protocol_lines(proto, settings, " Its false accusations are the prediction bound's.")
     else:

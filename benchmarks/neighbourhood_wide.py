@@ -37,22 +37,20 @@ Writes benchmarks/results/neighbourhood-wide-fashion-mnist.json and docs/results
 from __future__ import annotations
 
 import sys
-import time
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from conferprint._io import atomic_write_text
-from conferprint.fingerprint.ensemble import SHIFTS2, folded, shift_confer
+from conferprint.fingerprint.ensemble import SHIFTS2, shift_confer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_arrays, run_studies, save_arrays, study_seed  # noqa: E402
+from _common import run_studies, study_seed  # noqa: E402
 from calibration_origins import null_spread  # noqa: E402
 from held_back import totals  # noqa: E402
-from mix_share import POOLS, top  # noqa: E402
-from neighbourhood_rank import TOP, neighbourhood_keys, rank_study, report_lines  # noqa: E402
+from mix_share import POOLS  # noqa: E402
+from neighbourhood_rank import TOP, neighbourhood_keys, rank_study, report_lines, top_keys  # noqa: E402
 
 STEM = "neighbourhood-wide-fashion-mnist"
 SETTINGS = ("default", "shift", "shift2", "shift+gauss", "gauss 0.02")
@@ -67,26 +65,9 @@ def wide_keys(folder: Path, seed: int, study, pools) -> tuple[dict[str, dict[str
     seconds the keys took: §39's ``shift`` and ``gauss 0.02`` from `neighbourhood_rank.neighbourhood_keys` (its
     cache, or computed there), ``shift2`` computed here (cached in ``folder/neighbourhood/keys-wide.npz``)."""
     base, base_seconds = neighbourhood_keys(folder, seed, study, pools)
-    path = folder / "neighbourhood" / "keys-wide.npz"
-    if path.exists():
-        flat = load_arrays(path)
-        wide, seconds = {p: flat[f"shift2|{p}"] for p in POOLS}, float(flat["seconds"])
-    else:
-        t0 = time.perf_counter()
-        surr = folded([m.model for m in study.training_role("surrogate")])
-        refs = folded([m.model for m in study.training_role("reference")])
-        wide = {}
-        for pool in POOLS:
-            c = pools[pool]
-            idx = top(c, TOP)
-            x, t = torch.from_numpy(c["x_adv"][idx]), torch.from_numpy(c["t"][idx]).long()
-            key = np.full(len(c["keep"]), np.nan, dtype=np.float32)
-            key[idx] = shift_confer(surr, refs, x, t, shifts=SHIFTS2).numpy()
-            wide[pool] = key
-        seconds = time.perf_counter() - t0
-        path.parent.mkdir(exist_ok=True)
-        save_arrays(path, {**{f"shift2|{p}": v for p, v in wide.items()}, "seconds": np.array(seconds)})
-    keys = {"shift": base["shift"], "gauss 0.02": base["gauss 0.02"], "shift2": wide,
+    wide, seconds = top_keys(folder / "neighbourhood" / "keys-wide.npz", study, pools, {
+        "shift2": lambda surr, refs, x, t: shift_confer(surr, refs, x, t, shifts=SHIFTS2).numpy()})
+    keys = {"shift": base["shift"], "gauss 0.02": base["gauss 0.02"], "shift2": wide["shift2"],
             "shift+gauss": {p: (base["shift"][p] + base["gauss 0.02"][p]) / 2 for p in POOLS}}
     return keys, base_seconds + seconds
 

@@ -182,6 +182,7 @@ def summary(runs: list[dict]) -> dict:
     """A series' totals: the goal met, mean d′, and the verdicts' counts (the run's own rule; the tolerance bound's
     where a threshold was fitted, and the prediction bound's where every run's verdict is the tolerance bound)."""
     tol = [r["tolerance_rule"] for r in runs if r.get("tolerance_rule")]
+    pred = [prediction_verdicts(r) for r in runs] if runs and all(is_tolerance(r.get("threshold_fit")) for r in runs) else None
     dp = [r["d_prime"] for r in runs if r.get("d_prime") is not None]
     return {"draws": len(runs), "goal_met": sum(r["goal_met"] for r in runs),
             "mean_d_prime": statistics.fmean(dp) if dp else None,
@@ -191,9 +192,9 @@ def summary(runs: list[dict]) -> dict:
             "tolerance": None if len(tol) != len(runs) else {
                 "surrogates_called_stolen": sum(t["surrogates"] for t in tol),
                 "references_called_stolen": sum(t["references"] for t in tol)},
-            "prediction": None if not runs or not all(is_tolerance(r.get("threshold_fit")) for r in runs) else {
-                "surrogates_called_stolen": sum(prediction_verdicts(r)["surrogates"] for r in runs),
-                "references_called_stolen": sum(prediction_verdicts(r)["references"] for r in runs)}}
+            "prediction": None if pred is None else {
+                "surrogates_called_stolen": sum(t["surrogates"] for t in pred),
+                "references_called_stolen": sum(t["references"] for t in pred)}}
 
 
 def earlier_full_walls(earlier: dict | None) -> dict[int, float]:
@@ -239,9 +240,7 @@ def tolerance_verdicts(res: dict, confidence: float = 0.9) -> dict | None:
     if not fit:
         return None
     thr = tolerance_threshold(fit["scores"], fit["alpha"], confidence)["threshold"]
-    return {"confidence": confidence, "alpha": fit["alpha"], "threshold": thr,
-            "surrogates": called_stolen(res["models"], thr, "surrogate"),
-            "references": called_stolen(res["models"], thr, "reference")}
+    return {"confidence": confidence, "alpha": fit["alpha"], **verdicts_at(res["models"], thr)}
 
 
 def is_tolerance(fit: dict | None) -> bool:
@@ -256,8 +255,13 @@ def prediction_verdicts(run: dict) -> dict | None:
     if not fit:
         return None
     thr = prediction_threshold(fit["scores"], fit["alpha"])["threshold"]
-    return {"alpha": fit["alpha"], "threshold": thr, "surrogates": called_stolen(run["models"], thr, "surrogate"),
-            "references": called_stolen(run["models"], thr, "reference")}
+    return {"alpha": fit["alpha"], **verdicts_at(run["models"], thr)}
+
+
+def verdicts_at(models: list[dict], threshold: float) -> dict:
+    """The score rule's verdicts at ``threshold``: the threshold and how many surrogates and references reach it."""
+    return {"threshold": threshold, "surrogates": called_stolen(models, threshold, "surrogate"),
+            "references": called_stolen(models, threshold, "reference")}
 
 
 def called_stolen(models: list[dict], threshold: float, role: str) -> int:
@@ -280,6 +284,21 @@ def from_nothing(res: dict) -> float:
     """The run's cost had no model or fingerprint been reused: the total of the costs the library
     recorded when each was made (``recorded_costs``)."""
     return res["recorded_costs"]["total"]
+
+
+def other_rule_table(pairs: list[tuple[dict, dict]], heading: str) -> list[str]:
+    """Per run, its verdicts (the score at its own threshold) → those at another rule's threshold (``pairs`` of the
+    run and `verdicts_at`'s dict), and their totals, under ``heading``."""
+    by_score = lambda r, role: called_stolen(r["models"], r["threshold"], role)  # noqa: E731
+    lines = ["", heading, "", "| seed | threshold | surrogates called stolen | references called stolen |",
+             "| --- | --- | --- | --- |"]
+    for r, t in pairs:
+        lines.append(f"| {r['seed']} | {r['threshold']:.3f} → {t['threshold']:.3f} | {by_score(r, 'surrogate')} → "
+                     f"{t['surrogates']} of {r['n_surrogates']} | {by_score(r, 'reference')} → {t['references']} of "
+                     f"{r['n_references']} |")
+    lines.append(f"| all | | {sum(by_score(r, 'surrogate') for r, _ in pairs)} → {sum(t['surrogates'] for _, t in pairs)} | "
+                 f"{sum(by_score(r, 'reference') for r, _ in pairs)} → {sum(t['references'] for _, t in pairs)} |")
+    return lines
 
 
 def write_md(payload: dict, path: Path) -> None:
@@ -331,34 +350,20 @@ def write_md(payload: dict, path: Path) -> None:
                   "generation never saw (mean + factor · sd). Their scores:", ""]
         lines += [f"- seed {seed}: " + ", ".join(f"{v:+.3f}" for v in fit["scores"]) + f" (mean {fit['mean']:+.3f}, "
                   f"sd {fit['sd']:.3f})" for seed, fit in fits]
-    tol = [(r, r["tolerance_rule"]) for r in payload["runs"] if r.get("tolerance_rule")]
     pred = [(r, prediction_verdicts(r)) for r in payload["runs"] if is_tolerance(r.get("threshold_fit"))]
+    tol = [(r, r["tolerance_rule"]) for r in payload["runs"]
+           if r.get("tolerance_rule") and not is_tolerance(r.get("threshold_fit"))]
     if pred:  # the verdict is the tolerance bound already: show the prediction bound beside it
-        by_score = lambda r, role: called_stolen(r["models"], r["threshold"], role)  # noqa: E731
-        lines += ["", "The other rule (`--threshold-rule prediction`): the upper 95 % prediction bound of the same "
-                  "calibration scores. Verdicts of the score alone, tolerance bound (the verdict) → prediction bound:", "",
-                  "| seed | threshold | surrogates called stolen | references called stolen |", "| --- | --- | --- | --- |"]
-        for r, t in pred:
-            lines.append(f"| {r['seed']} | {r['threshold']:.3f} → {t['threshold']:.3f} | {by_score(r, 'surrogate')} → "
-                         f"{t['surrogates']} of {r['n_surrogates']} | {by_score(r, 'reference')} → {t['references']} of "
-                         f"{r['n_references']} |")
-        lines.append(f"| all | | {sum(by_score(r, 'surrogate') for r, _ in pred)} → {sum(t['surrogates'] for _, t in pred)} | "
-                     f"{sum(by_score(r, 'reference') for r, _ in pred)} → {sum(t['references'] for _, t in pred)} |")
-        tol = [(r, t) for r, t in tol if not is_tolerance(r.get("threshold_fit"))]
+        lines += other_rule_table(pred, "The other rule (`--threshold-rule prediction`): the upper 95 % prediction bound "
+                                  "of the same calibration scores. Verdicts of the score alone, tolerance bound (the "
+                                  "verdict) → prediction bound:")
     if tol:
         fit = tol[0][0]["threshold_fit"]
-        by_score = lambda r, role: called_stolen(r["models"], r["threshold"], role)  # noqa: E731
-        lines += ["", f"The stricter rule (`--threshold-rule tolerance`): the upper {1 - fit['alpha']:.0%} tolerance bound "
-                  f"at {tol[0][1]['confidence']:.0%} confidence of the same calibration scores, so that a study's own rate "
-                  "of false accusations is at most alpha with that confidence (the prediction bound keeps it on average). "
-                  "Verdicts of the score alone, prediction bound → tolerance bound:", "",
-                  "| seed | threshold | surrogates called stolen | references called stolen |", "| --- | --- | --- | --- |"]
-        for r, t in tol:
-            lines.append(f"| {r['seed']} | {r['threshold']:.3f} → {t['threshold']:.3f} | {by_score(r, 'surrogate')} → "
-                         f"{t['surrogates']} of {r['n_surrogates']} | {by_score(r, 'reference')} → {t['references']} of "
-                         f"{r['n_references']} |")
-        lines.append(f"| all | | {sum(by_score(r, 'surrogate') for r, _ in tol)} → {sum(t['surrogates'] for _, t in tol)} | "
-                     f"{sum(by_score(r, 'reference') for r, _ in tol)} → {sum(t['references'] for _, t in tol)} |")
+        lines += other_rule_table(tol, f"The stricter rule (`--threshold-rule tolerance`): the upper {1 - fit['alpha']:.0%} "
+                                  f"tolerance bound at {tol[0][1]['confidence']:.0%} confidence of the same calibration "
+                                  "scores, so that a study's own rate of false accusations is at most alpha with that "
+                                  "confidence (the prediction bound keeps it on average). Verdicts of the score alone, "
+                                  "prediction bound → tolerance bound:")
     more = [(r["seed"], r["with_calibration_references"]) for r in payload["runs"] if r.get("with_calibration_references")]
     if more:
         lines += ["", "The testing surrogates against the testing and the calibration references together (all "
