@@ -374,7 +374,7 @@ def write_md(payload: dict, path: Path) -> None:
     for r in payload["runs"]:
         lines.append(f"- seed {r['seed']}: " + "; ".join(f"{m['name'].replace('test-', '')} {m['score']:+.2f}/{m['cae_acc']:.2f}"
                                                         for m in r["models"]))
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
