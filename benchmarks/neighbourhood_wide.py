@@ -86,7 +86,7 @@ def p_accused(accused: int, draws: int) -> float:
     return _tail(draws)[accused] if draws else 1.0
 
 
-def _judged(runs: list[dict], setting: str) -> dict | None:
+def judged(runs: list[dict], setting: str) -> dict | None:
     t = totals(runs, setting, "tolerance")
     if t is not None:
         t["p_accused"] = p_accused(t["references_stolen"], t["studies"])
@@ -97,13 +97,14 @@ def _fp32(runs: list[dict]) -> list[dict]:
     return [r for r in runs if not study_seed(r["study"])[1]]
 
 
-def choose_rule(runs: list[dict]) -> dict | None:
-    """§42's choice (module docstring), on every draw of seeds 21–75; None until they are all there."""
+def choose_rule(runs: list[dict], settings=SETTINGS, candidates=CANDIDATES) -> dict | None:
+    """§42's choice (module docstring), on every draw of seeds 21–75, among ``candidates`` (of ``settings``, all
+    reported); None until they are all there. `shift_queries.py` (§43) applies it to its own settings."""
     chosen = [r for r in _fp32(runs) if study_seed(r["study"])[0] in CHOOSE_SEEDS]
     if len(chosen) < len(CHOOSE_SEEDS):
         return None
-    tot = {s: _judged(chosen, s) for s in SETTINGS}
-    eligible = [s for s in CANDIDATES if tot[s] is not None and tot[s]["p_accused"] >= 0.05]
+    tot = {s: judged(chosen, s) for s in settings}
+    eligible = [s for s in candidates if tot[s] is not None and tot[s]["p_accused"] >= 0.05]
     pick = max(eligible, key=lambda s: (tot[s]["met"], tot[s]["d_prime"])) if eligible else None
     return {"studies": len(chosen), "totals": tot, "eligible": eligible, "pick": pick}
 
@@ -114,20 +115,40 @@ def fresh_rule(runs: list[dict], pick: str | None) -> dict | None:
     if pick is None or not fresh:
         return None
     every = [r for r in _fp32(runs) if study_seed(r["study"])[0] >= CHOOSE_SEEDS.start]
-    s, d, s_all = _judged(fresh, pick), _judged(fresh, "default"), _judged(every, pick)
+    s, d, s_all = judged(fresh, pick), judged(fresh, "default"), judged(every, pick)
     adopt = (s["met"] >= d["met"] and s["d_prime"] > d["d_prime"] and s["surrogates_stolen"] >= d["surrogates_stolen"]
              and s["p_accused"] >= 0.05 and s_all["p_accused"] >= 0.05)
     return {"studies": [r["study"] for r in fresh], "setting": pick, pick: s, "default": d,
-            "all_draws": {pick: s_all, "default": _judged(every, "default")}, "adopt": bool(adopt)}
+            "all_draws": {pick: s_all, "default": judged(every, "default")}, "adopt": bool(adopt)}
 
 
-def _row(name: str, t: dict) -> str:
+def row(name: str, t: dict) -> str:
     return (f"| {name} | {t['met']} / {t['studies']} | {t['d_prime']:.2f} | {t['gap']:.3f} | {t['surrogates_stolen']} / "
             f"{8 * t['studies']} | {t['references_stolen']} / {8 * t['studies']} | {t['p_accused']:.3f} |")
 
 
 HEAD = ["| setting | goal met | mean d′ | mean gap | caught (tolerance bound) | accused (tolerance bound) | "
         "P(as many accused at α) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+
+
+def rule_lines(payload: dict, settings, section: str) -> list[str]:
+    """The report of ``choose_rule`` (``payload["choice"]``) and ``fresh_rule`` (``payload["fresh"]``) over
+    ``settings``; ``section`` names the protocol ("§42")."""
+    choice, fresh = payload.get("choice"), payload.get("fresh")
+    if choice is None:
+        return ["", f"{section}'s choice: not applied yet (it needs every draw of seeds 21–75)."]
+    lines = ["", f"{section}'s choice, on the {choice['studies']} draws of seeds 21–75 (P: the chance that a verdict "
+             f"exactly at α = 5 % accuses as many or more; eligible if ≥ 0.05):", "", *HEAD]
+    lines += [row(s, choice["totals"][s]) for s in settings if choice["totals"][s] is not None]
+    lines += ["", f"Eligible: {', '.join(choice['eligible']) or 'none'}; pick **{choice['pick']}**."]
+    if fresh:
+        lines += ["", f"{section}'s adoption, on the new draws ({', '.join(fresh['studies'])}):", "", *HEAD,
+                  row(fresh["setting"], fresh[fresh["setting"]]), row("default", fresh["default"]), "",
+                  "On every draw from seed 21:", "", *HEAD,
+                  row(fresh["setting"], fresh["all_draws"][fresh["setting"]]),
+                  row("default", fresh["all_draws"]["default"]), "",
+                  f"Adopted: **{'yes' if fresh['adopt'] else 'no'}**."]
+    return lines
 
 
 def write_md(payload: dict, path: Path) -> None:
@@ -137,22 +158,7 @@ def write_md(payload: dict, path: Path) -> None:
             f"pool's best {TOP} scored).")
     lines = report_lines(payload, SETTINGS, [f"seed{s}" for s in CHOOSE_SEEDS], "Wider neighbourhoods for ranking "
                          "CEM's candidates (Fashion-MNIST)", note, with_protocol=False)
-    choice, fresh = payload.get("choice"), payload.get("fresh")
-    if choice is None:
-        lines += ["", "§42's choice: not applied yet (it needs every draw of seeds 21–75)."]
-    else:
-        lines += ["", f"§42's choice, on the {choice['studies']} draws of seeds 21–75 (P: the chance that a verdict "
-                  f"exactly at α = 5 % accuses as many or more; eligible if ≥ 0.05):", "", *HEAD]
-        lines += [_row(s, choice["totals"][s]) for s in SETTINGS if choice["totals"][s] is not None]
-        lines += ["", f"Eligible: {', '.join(choice['eligible']) or 'none'}; pick **{choice['pick']}**."]
-    if fresh:
-        lines += ["", f"§42's adoption, on the new draws ({', '.join(fresh['studies'])}):", "", *HEAD,
-                  _row(fresh["setting"], fresh[fresh["setting"]]), _row("default", fresh["default"]), "",
-                  "On every draw from seed 21:", "", *HEAD,
-                  _row(fresh["setting"], fresh["all_draws"][fresh["setting"]]),
-                  _row("default", fresh["all_draws"]["default"]), "",
-                  f"Adopted: **{'yes' if fresh['adopt'] else 'no'}**."]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines + rule_lines(payload, SETTINGS, "§42")) + "\n")
 
 
 def _extra(payload: dict) -> None:

@@ -1175,6 +1175,53 @@ def test_neighbourhood_wide_chooses_among_shift_keys_by_alpha_then_adopts_on_fre
     assert not nw.fresh_rule(chosen + level, "shift+gauss")["adopt"]  # no higher d'
 
 
+def test_shift_queries_share_counts_only_the_shifts_the_source_keeps_and_chooses_among_its_settings():
+    """shift_queries: a model's answer on an example is the share of its key over the example and those of its
+    eight shifts on which the source gives the key, each example weighing the same; §43 applies §42's rules to
+    default+q and shift+q only."""
+    import numpy as np
+    import torch
+    from conferprint.fingerprint.ensemble import SHIFTS, shifted
+    from conferprint.fingerprint.scores import labels_of
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import shift_queries as sq
+
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)) for _ in range(4)]
+    x, t = torch.rand(7, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    share, at_x, kept = sq.shift_answers(models[0], models[1:], x, t)
+    assert share.shape == at_x.shape == (3, 7) and kept.shape == (7,)
+    for i in range(7):  # by hand, one example at a time
+        queries = [x[i:i + 1]] + [xs for dy, dx in SHIFTS if int(labels_of([models[0]], xs := shifted(x[i:i + 1], dy, dx))[0, 0]) == int(t[i])]
+        assert kept[i] == len(queries) - 1
+        for m in range(3):
+            hits = [int(labels_of([models[1 + m]], q)[0, 0]) == int(t[i]) for q in queries]
+            assert share[m, i] == pytest.approx(np.mean(hits)) and at_x[m, i] == hits[0]
+    assert 0 < kept.sum() < 8 * 7  # the source keeps some shifts and drops others: the filter was exercised
+    # a source that never gives the key on a shift leaves the plain answers
+    never = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    with torch.no_grad():
+        never[1].weight.zero_(), never[1].bias.copy_(torch.tensor([0.0, 0.0, 9.0]))
+    share, at_x, kept = sq.shift_answers(never, models[1:], x[t != 2], t[t != 2])
+    assert kept.sum() == 0 and np.array_equal(share, at_x)
+
+    def row(study, **by):
+        return {"study": study, "settings": {k: {"roc_auc": a, "margin": m, "d_prime": d, "gap": 0.1,
+                                                 "surrogates_stolen": 4, "references_stolen": 0,
+                                                 "surrogates_stolen_tolerance": 4, "references_stolen_tolerance": 0}
+                                             for k, (a, m, d) in by.items()}}
+
+    good, bad = (1.0, 0.05, 4.0), (0.9, -0.05, 2.0)
+    base = dict.fromkeys(sq.SETTINGS, bad)
+    # the shift ranking (no queries) separates best but is not a candidate of §43
+    runs = [row(f"seed{s}", **{**base, "shift": good, "shift+q": good if s % 2 else bad}) for s in range(21, 76)]
+    payload = {"runs": runs + [row("seed76", **{**base, "shift+q": good})]}
+    sq._extra(payload)
+    assert payload["choice"]["pick"] == "shift+q" and payload["fresh"]["studies"] == ["seed76"]
+    assert payload["fresh"]["adopt"]
+
+
 def test_family_rank_takes_confer_within_each_family():
     """family_rank: Confer within each architecture family's training models, then their mean and their least."""
     import numpy as np
