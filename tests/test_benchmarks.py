@@ -208,14 +208,17 @@ def test_quickstart_seeds_collects_older_runs_and_refits_the_tolerance_rule():
     from conferprint.experiments.quickstart import DEFAULT
     from conferprint.verify.calibration import tolerance_threshold
 
-    base = replace(DEFAULT, threshold_rule="prediction")  # a field at the config's default (the default preset's until §37)
+    # fields at the config's defaults: the verdict's bound (the default preset's until §37) and the CEM's ranking and
+    # queries (until §43)
+    base = replace(DEFAULT, threshold_rule="prediction",
+                   cem=replace(DEFAULT.cem, rank="confer", rank_top=300, query_shifts=False))
     now = base.to_dict()
     older = {k: v for k, v in now.items() if k not in ("threshold_rule", "threshold_confidence")}
     assert same_config(now, base) and same_config(older, base)
     assert not same_config(older, DEFAULT)  # the default preset's verdict now uses the tolerance bound
     assert not same_config({**older, "threshold_alpha": 0.1}, base) and not same_config({**now, "new": 1}, base)
     # a field added to a part (the CEM's ranking, §41) counts as that part's default in a run made before it
-    cem_older = {k: v for k, v in now["cem"].items() if k not in ("rank", "rank_top")}
+    cem_older = {k: v for k, v in now["cem"].items() if k not in ("rank", "rank_top", "query_shifts")}
     assert same_config({**now, "cem": cem_older}, base)
     assert not same_config({**now, "cem": cem_older}, replace(base, cem=replace(base.cem, rank="shift")))
     assert not same_config({**now, "cem": {**cem_older, "eps": 0.1}}, base)

@@ -284,3 +284,35 @@ def test_origins_are_found_among_the_candidates_and_a_stranger_is_refused():
         origins_in(x, fp, stranger)
     with pytest.raises(ValueError, match="original images"):
         origins_in(x, fp, Fingerprint(inputs=x[:1], keys=torch.tensor([0])))
+
+
+def test_grouped_queries_count_each_example_once_and_the_curtailed_test_agrees():
+    """An example asked as several queries (Fingerprint.groups) counts once: its share of matching queries; the
+    sequential test stops on the same verdict as the full one, and rounding matches down never accuses more."""
+    from conferprint.verify.metrics import cae_acc, whole_matches
+
+    gen = torch.Generator().manual_seed(1)
+    sizes = [1, 3, 2, 4, 1, 2, 3, 1, 2, 1] * 3  # 30 examples, 60 queries
+    groups = torch.repeat_interleave(torch.arange(30), torch.tensor(sizes))
+    keys = torch.randint(0, 5, (30,), generator=gen)[groups]
+    fp = Fingerprint(torch.rand(len(groups), 1, 4, 4, generator=gen), keys, groups=groups,
+                     manifest={"num_classes": 5, "content_sha256": "x"})
+    fp = add_decoys(fp, torch.rand(40, 1, 4, 4, generator=gen), 20, seed=0)
+    fp = with_null(fp, NullModel.fit([0.1, 0.15, 0.2, 0.12], 30))
+    fp.manifest["content_sha256"] = fp.content_sha256()
+    assert fp.n_examples == 30 and len(fp) == 60 and fp.groups is not None
+    for p in (0.2, 0.9, 0.95, 1.0):
+        agree = torch.rand(60, generator=gen) < p
+        share = torch.stack([agree[groups == i].double().mean() for i in range(30)])
+        want = float(share.mean())
+        assert cae_acc(torch.where(agree, keys, (keys + 1) % 5), keys, groups) == pytest.approx(want)
+        full = verify_suspect(fp, _table_oracle(fp, agree, []), suspect="t", seed=2,
+                              options=VerifyOptions(batch_size=7, sequential=False))
+        early = verify_suspect(fp, _table_oracle(fp, agree, []), suspect="t", seed=2, options=VerifyOptions(batch_size=7))
+        assert full["fingerprint_queries"] == full["fingerprint_rows"] == 60 and full["fingerprint_size"] == 30
+        assert full["cae_acc"] == pytest.approx(want) and full["matches"] == pytest.approx(30 * want, abs=1e-6)
+        k = whole_matches(30 * want)
+        assert k <= 30 * want + 1e-9 and full["p_value"] == pytest.approx(fp.null.p_value(k, 30))
+        assert full["verdict"] == ("stolen" if k >= full["critical_matches"] else "independent") == early["verdict"]
+        assert early["queries_used"] <= full["queries_used"]
+    assert whole_matches(86.99999999) == 87 and whole_matches(86.6) == 86 and whole_matches(87) == 87

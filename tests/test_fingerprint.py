@@ -469,3 +469,60 @@ def test_cem_rank_shift_keeps_the_best_by_confer_around_the_example(digit_models
     # no validation model at all is no second ranking, as for the plain ranking
     empty = replace(cem, rank="shift", rank_top=40).generate(*args, seed=0, num_classes=10, validation=([], []))
     assert torch.equal(empty.inputs, shift.inputs)
+
+
+def test_shift_queries_ask_each_example_with_the_shifts_the_source_keeps(digit_models, tmp_path):
+    """with_shift_queries: each example, then its one-pixel shifts on which the source gives the key, one group;
+    the file keeps the groups; a suspect's CAEAcc is the mean over the examples of its share of their queries."""
+    from conferprint.fingerprint.artifact import add_decoys
+    from conferprint.fingerprint.ensemble import SHIFTS, shifted, with_shift_queries
+    from conferprint.fingerprint.scores import labels_of
+
+    m = digit_models
+    fp = FAST_CEM.generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    g = with_shift_queries(fp, m["source"])
+    assert g.n_examples == len(fp) < len(g) and g.manifest["stats"]["queries"] == len(g)
+    rows = 0
+    for i in range(len(fp)):  # by hand: the example, then the kept shifts in SHIFTS' order
+        kept = [(dy, dx) for dy, dx in SHIFTS
+                if int(labels_of([m["source"]], shifted(fp.inputs[i:i + 1], dy, dx))[0, 0]) == int(fp.keys[i])]
+        want = torch.cat([fp.inputs[i:i + 1]] + [shifted(fp.inputs[i:i + 1], dy, dx) for dy, dx in kept])
+        mine = g.groups == i
+        assert torch.equal(g.inputs[mine], want) and (g.keys[mine] == fp.keys[i]).all()
+        assert torch.equal(g.originals[mine][1:], torch.cat([shifted(fp.originals[i:i + 1], dy, dx) for dy, dx in kept])
+                           if kept else g.originals[mine][1:])
+        rows += 1 + len(kept)
+    assert rows == len(g) and 0 < len(g) - len(fp) < 8 * len(fp)  # some shifts kept, some not
+    assert float(g.perturbation_linf().max()) <= FAST_CEM.eps + 1e-6
+    assert g.manifest["stats"]["query_shifts_kept"] == pytest.approx((len(g) - len(fp)) / len(fp))
+    # a suspect's CAEAcc: the mean over examples of its share of each example's queries
+    other = m["references"][0]
+    hit = (labels_of([other], g.inputs)[0] == g.keys).double()
+    share = torch.stack([hit[g.groups == i].mean() for i in range(len(fp))])
+    assert verify_oracle(model_oracle(other), g) == pytest.approx(float(share.mean()))
+    assert verify_oracle(model_oracle(m["source"]), g) == 1.0
+    # saved and loaded with its groups; the manifest's size counts the examples
+    g = add_decoys(g, m["x"], 10, seed=1)
+    save_fingerprint(g, tmp_path / "g")
+    back = load_fingerprint(tmp_path / "g")
+    assert torch.equal(back.groups, g.groups) and back.manifest["size"] == len(fp) and back.manifest["queries"] == len(g)
+    with pytest.raises(ValueError, match="without groups or decoys"):
+        with_shift_queries(back, m["source"])
+    # a file whose groups are not numbered in order, or whose example's queries disagree on the key, is refused
+    from conferprint.fingerprint.artifact import Fingerprint
+
+    with pytest.raises(FingerprintError, match="groups must number"):
+        save_fingerprint(Fingerprint(g.inputs, g.keys, groups=g.groups.flip(0)), tmp_path / "bad")
+    second = int(torch.nonzero(g.groups == int(torch.bincount(g.groups).argmax()))[1])  # a shifted copy's row
+    keys = g.keys.clone()
+    keys[second] = (keys[second] + 1) % 10
+    with pytest.raises(FingerprintError, match="share its key"):
+        save_fingerprint(Fingerprint(g.inputs, keys, groups=g.groups), tmp_path / "bad")
+    # CEM(query_shifts=True): the same examples as without, each asked with its shifts
+    from dataclasses import replace
+
+    q = replace(FAST_CEM, query_shifts=True).generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"],
+                                                       seed=0, num_classes=10)
+    firsts = torch.cat([torch.ones(1, dtype=torch.bool), q.groups[1:] != q.groups[:-1]])
+    assert torch.equal(q.inputs[firsts], fp.inputs) and torch.equal(q.groups, with_shift_queries(fp, m["source"]).groups)
+    assert q.manifest["params"]["query_shifts"] is True and q.n_examples == FAST_CEM.size

@@ -189,7 +189,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     save_fingerprint(with_null(fp, null), args.out)
     out = load_fingerprint(args.out)
     print(json.dumps({"null": null.to_json(), "mean": null.mean,
-                      "critical_matches": null.critical_count(len(fp), args.alpha), "alpha": args.alpha,
+                      "critical_matches": null.critical_count(fp.n_examples, args.alpha), "alpha": args.alpha,
                       "fingerprint": str(args.out), "digest": out.digest()}, indent=2))
     return 0
 

@@ -38,7 +38,7 @@ from conferprint.attacks.base import check_type, read_config_file
 from conferprint.experiments.quickstart import PRESETS, control_fingerprint, prepare_study, resolve_config, run_quickstart, versions
 from conferprint.fingerprint import Fingerprint, load_fingerprint
 from conferprint.training import TrainConfig, accuracy, predict_labels
-from conferprint.verify import model_oracle, verify_oracle
+from conferprint.verify import model_oracle, verify_oracle, whole_matches
 from conferprint.verify.calibration import control_difference
 from conferprint.zoo import ModelSpec, Zoo
 
@@ -177,11 +177,11 @@ class Judge:
             raise AttackConfigError("the evaluation supports study scores cae_acc and control_diff")
         if self.score_kind == "control_diff" and control is None:
             raise AttackConfigError("the study's score needs its PGD control set (fingerprint-control or fingerprint-pgd)")
-        n = len(fp)
+        n = fp.n_examples
         refs = [m["cae_acc"] for m in study_results["models"] if m["role"] == "reference"]
         self.thresholds: dict[str, tuple[str, float]] = {"score": ("score", float(study_results["threshold"]))}
         if refs:
-            self.thresholds["max_reference"] = ("cae_acc", (round(max(refs) * n) + 1) / n)
+            self.thresholds["max_reference"] = ("cae_acc", (whole_matches(max(refs) * n) + 1) / n)
         if fp.null is not None:  # critical count / n: above 1 when no count can reach alpha
             self.thresholds["p_value"] = ("cae_acc", fp.null.critical_count(n, cfg.alpha) / n)
         raw = (study_results.get("threshold_fit") or {}).get("raw_cae_acc_rule")
@@ -201,10 +201,10 @@ class Judge:
             row["cae_acc_control"] = verify_oracle(oracle, self.control)
         row["score"] = control_difference(cae, row["cae_acc_control"]) if self.score_kind == "control_diff" else cae
         if self.fp.null is not None:
-            row["p_value"] = self.fp.null.p_value(round(cae * len(self.fp)), len(self.fp))
+            row["p_value"] = self.fp.null.p_value(whole_matches(cae * self.fp.n_examples), self.fp.n_examples)
         row["verdicts"] = {rule: "stolen" if row[stat] >= thr - 1e-9 else "not stolen"
                            for rule, (stat, thr) in self.thresholds.items()}
-        if "study" in row["verdicts"] and round(cae * len(self.fp)) >= self.raw_critical:
+        if "study" in row["verdicts"] and whole_matches(cae * self.fp.n_examples) >= self.raw_critical:
             row["verdicts"]["study"] = "stolen"
         row["verdict"] = row["verdicts"][self.cfg.decision]
         return row
@@ -252,11 +252,11 @@ def run_evaluation(config: EvalConfig, out: str | os.PathLike, *, progress: bool
         "decision": {"statistic": judge.statistic, "threshold": judge.threshold, "kind": config.decision,
                      "study_score": judge.score_kind,
                      "rules": {k: {"statistic": st, "threshold": th,
-                                   **({"or_cae_acc": judge.raw_critical / len(fp)} if k == "study" else {})}
+                                   **({"or_cae_acc": judge.raw_critical / fp.n_examples} if k == "study" else {})}
                                for k, (st, th) in judge.thresholds.items()},
                      "null": fp.null.to_json() if fp.null is not None else None},
         "source": {"arch": source.arch, "test_acc": source_acc, "sha256": source.meta["sha256"], **judge(source.model)},
-        "fingerprint": {"size": len(fp), "digest": fp.digest(), "method": fp.manifest["method"]},
+        "fingerprint": {"size": fp.n_examples, "queries": len(fp), "digest": fp.digest(), "method": fp.manifest["method"]},
         "references": references, "study_surrogates": surrogates,
         "attacks": rows,
         "agreement_with_paper": {"agree": sum(r["agrees_with_paper"] for r in rows), "of": len(rows),

@@ -6,7 +6,9 @@ recomputes that digest and refuses a file whose content does not match its manif
 unpickled: safetensors and JSON only.
 
 Optional parts used by verification: ``decoys`` (benign inputs from the owner's data, mixed among
-the fingerprint's queries so that a suspect cannot tell which answers count) and the manifest's
+the fingerprint's queries so that a suspect cannot tell which answers count), ``groups`` (which example each
+query belongs to, where an example is asked as several queries: its CAEAcc is then the mean over the examples of
+the share of their queries answered with the key, :func:`~conferprint.verify.metrics.cae_acc`) and the manifest's
 ``null`` (the CAEAcc null distribution of independent models, :class:`conferprint.verify.null.NullModel`).
 :func:`fingerprint_digest` hashes the whole manifest (hence the tensors, through ``content_sha256``,
 and the null): it is the commitment an owner publishes before any dispute.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ from conferprint.errors import ConferprintError
 
 FORMAT = "conferprint-fingerprint/1"
 REQUIRED = {"inputs": torch.float32, "keys": torch.int64}
-OPTIONAL = {"originals": torch.float32, "original_labels": torch.int64, "train_confer": torch.float32}
+OPTIONAL = {"originals": torch.float32, "original_labels": torch.int64, "train_confer": torch.float32,
+            "groups": torch.int64}
 EXTRA = {"decoys": torch.float32}  # tensors with their own row count
 
 
@@ -45,9 +48,23 @@ class Fingerprint:
     train_confer: torch.Tensor | None = None  # hard Confer on the training models
     decoys: torch.Tensor | None = None  # (D, C, H, W) benign inputs mixed among the queries
     manifest: dict[str, Any] = field(default_factory=dict)
+    groups: torch.Tensor | None = None  # (N,) the example each query belongs to (0, 1, ...; a group's rows adjacent)
 
     def __len__(self) -> int:
+        """The queries (rows); :attr:`n_examples` counts the examples."""
         return len(self.keys)
+
+    @property
+    def n_examples(self) -> int:
+        """The examples: one per group of queries, or one per query without ``groups``."""
+        return len(self.keys) if self.groups is None else int(self.groups[-1]) + 1
+
+    def weights(self) -> torch.Tensor:
+        """(N,) float64: each query's share of its example (1 / the queries of its group; all 1 without groups),
+        so that CAEAcc is the weighted matches over :attr:`n_examples`."""
+        if self.groups is None:
+            return torch.ones(len(self.keys), dtype=torch.float64)
+        return 1.0 / torch.bincount(self.groups).double()[self.groups]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"inputs": self.inputs, "keys": self.keys}
@@ -98,6 +115,8 @@ def concatenate(parts: list[Fingerprint], manifest: dict[str, Any]) -> Fingerpri
         raise ValueError("nothing to concatenate")
     if any(p.decoys is not None for p in parts):
         raise ValueError("concatenate fingerprints before adding decoys")
+    if any(p.groups is not None for p in parts):
+        raise ValueError("concatenate fingerprints before grouping their queries")
     cat: dict[str, Any] = {"inputs": torch.cat([p.inputs for p in parts]), "keys": torch.cat([p.keys for p in parts])}
     for name in OPTIONAL:
         present = [getattr(p, name) is not None for p in parts]
@@ -151,8 +170,7 @@ def add_decoys(fp: Fingerprint, pool: torch.Tensor, count: int, seed: int) -> Fi
         raise ValueError(f"asked for {count} decoys but the pool has only {len(candidates)} usable inputs")
     gen = torch.Generator().manual_seed(seed)
     pick = candidates[torch.randperm(len(candidates), generator=gen)[:count]]
-    return Fingerprint(fp.inputs, fp.keys, fp.originals, fp.original_labels, fp.train_confer,
-                       pool[pick].to(torch.float32).contiguous(), dict(fp.manifest))
+    return replace(fp, decoys=pool[pick].to(torch.float32).contiguous(), manifest=dict(fp.manifest))
 
 
 def content_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -177,8 +195,10 @@ def save_fingerprint(fp: Fingerprint, path: str | os.PathLike) -> Path:
     tpath.parent.mkdir(parents=True, exist_ok=True)
     tensors = fp.tensors()
     _validate_tensors(tensors, str(tpath))
-    manifest = {**fp.manifest, "format": FORMAT, "size": len(fp), "tensors": tpath.name,
+    manifest = {**fp.manifest, "format": FORMAT, "size": fp.n_examples, "tensors": tpath.name,
                 "content_sha256": content_digest(tensors)}
+    if fp.groups is not None:
+        manifest["queries"] = len(fp)
     atomic_write(tpath, lambda tmp: save_file(tensors, tmp))
     atomic_write_text(mpath, json.dumps(manifest, indent=2, sort_keys=True))
     fp.manifest = manifest
@@ -207,6 +227,14 @@ def _validate_tensors(tensors: dict[str, torch.Tensor], where: str) -> None:
     for name in OPTIONAL:
         if name in tensors and len(tensors[name]) != len(k):
             raise FingerprintError(f"{where}: tensor {name!r} has {len(tensors[name])} rows, expected {len(k)}")
+    g = tensors.get("groups")
+    if g is not None:
+        # ids 0, 1, ... in order (each group's rows adjacent), one key per group
+        step = g[1:] - g[:-1]
+        if int(g[0]) != 0 or bool(((step != 0) & (step != 1)).any()):
+            raise FingerprintError(f"{where}: groups must number the examples 0, 1, ... with each example's queries adjacent")
+        if bool(((step == 0) & (k[1:] != k[:-1])).any()):
+            raise FingerprintError(f"{where}: the queries of one example must share its key")
     d = tensors.get("decoys")
     if d is not None:
         if d.ndim != 4 or tuple(d.shape[1:]) != tuple(x.shape[1:]):
@@ -258,5 +286,5 @@ def load_fingerprint(path: str | os.PathLike) -> Fingerprint:
     return Fingerprint(
         inputs=tensors["inputs"], keys=tensors["keys"], originals=tensors.get("originals"),
         original_labels=tensors.get("original_labels"), train_confer=tensors.get("train_confer"),
-        decoys=tensors.get("decoys"), manifest=manifest,
+        decoys=tensors.get("decoys"), manifest=manifest, groups=tensors.get("groups"),
     )

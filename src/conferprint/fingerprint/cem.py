@@ -18,7 +18,7 @@ from torch import nn
 
 from conferprint.fingerprint.artifact import Fingerprint, concatenate
 from conferprint.device import model_device
-from conferprint.fingerprint.ensemble import folded, freeze, keep_mask, project, shift_rank
+from conferprint.fingerprint.ensemble import folded, freeze, keep_mask, project, shift_rank, with_shift_queries
 from conferprint.fingerprint.generate import Validation, generate_fingerprint
 
 _LOG_EPS = 1e-12
@@ -62,10 +62,14 @@ class CEM:
     bf16: bool = False
     # how the kept examples are ranked: "confer", by hard Confer on the training models; "shift", the `rank_top` best
     # by Confer ordered by their mean Confer over the example's eight one-pixel translations
-    # (fingerprint.ensemble.shift_rank). "confer" stays the default: shift met the goal on 14 of 45 replayed draws
-    # against 9, but on the 26 later draws from nothing on 7 against 7 (docs/results/separation-summary.md §39, §41, §42)
+    # (fingerprint.ensemble.shift_rank). Alone it did not hold on new draws (docs/results/separation-summary.md §39, §41,
+    # §42); with `query_shifts` it is the quickstart's default (§43, experiments/quickstart.DEFAULT)
     rank: Literal["confer", "shift"] = "confer"
     rank_top: int = 300
+    # ask each kept example also as its one-pixel translations on which the source gives the key (one group of
+    # queries per example: fingerprint.ensemble.with_shift_queries); a suspect's CAEAcc is then the mean over the
+    # examples of the share of their queries it answers with the key. Up to nine queries an example
+    query_shifts: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
@@ -108,7 +112,7 @@ class CEM:
             raise ValueError(f"part({pool!r}) needs candidates 'mixed' and a pool 'correct' or 'errors'")
         budget = self.correct_candidates if pool == "correct" and self.correct_candidates is not None else self.max_candidates
         size = self.size - self.n_errors if pool == "correct" else self.n_errors
-        return replace(self, candidates=pool, size=size, max_candidates=budget, correct_candidates=None)
+        return replace(self, candidates=pool, size=size, max_candidates=budget, correct_candidates=None, query_shifts=False)
 
     def loss(
         self,
@@ -191,6 +195,12 @@ class CEM:
 
         ``validation``: ``(surrogates, references)`` never optimised against; their held-out power
         (surrogates' minus references' agreement with the source) is added to Confer when ranking."""
+        if self.query_shifts:  # the examples chosen as without, then each asked with its shifts
+            plain = replace(self, query_shifts=False).generate(
+                source, surrogates, references, x, y, seed=seed, num_classes=num_classes, source_sha256=source_sha256,
+                progress=progress, validation=validation)
+            plain.manifest = {**plain.manifest, "params": asdict(self)}
+            return with_shift_queries(plain, source)
         if self.candidates == "mixed":
             parts = [self.part("correct"), self.part("errors")]
             made = [c.generate(source, surrogates, references, x, y, seed=seed, num_classes=num_classes,

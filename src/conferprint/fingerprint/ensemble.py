@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conferprint.fingerprint.artifact import Fingerprint
 from conferprint.fingerprint.scores import confer, labels_of
 from conferprint.models.common import fold_batchnorm
 from conferprint.training import predict_labels, uses_channels_last
@@ -122,6 +123,35 @@ def shift_confer(surrogates: Sequence[nn.Module], references: Sequence[nn.Module
         raise ValueError("shifts is empty")
     return torch.stack([confer(labels_of(surrogates, xs), labels_of(references, xs), target)
                         for xs in (shifted(x, dy, dx) for dy, dx in shifts)]).mean(0)
+
+
+def with_shift_queries(fp: Fingerprint, source: nn.Module, shifts: Sequence[tuple[int, int]] = SHIFTS) -> Fingerprint:
+    """``fp`` with each example asked also as each of its translations ``shifts`` (default the eight one-pixel ones)
+    on which ``source`` gives the example's key: the example's rows are itself, then those copies, one group
+    (`Fingerprint.groups`), and a suspect's CAEAcc is the mean over the examples of the share of their queries it
+    answers with the key. A copy the source answers otherwise is not asked (a fingerprint stores the source's answers).
+    Originals are translated with their examples (the perturbation stays within ε); true labels and Confer are
+    the example's. The manifest's ``stats`` gain ``queries`` and ``query_shifts_kept`` (mean copies per example).
+    Summary §43: asked this way, the same 100 examples separated thieves from strangers on more draws."""
+    if fp.groups is not None or fp.decoys is not None:
+        raise ValueError("add shift queries to a fingerprint without groups or decoys")
+    if not shifts:
+        raise ValueError("shifts is empty")
+    kept = torch.stack([predict_labels(source, shifted(fp.inputs, dy, dx)).cpu() == fp.keys for dy, dx in shifts])
+    order = []  # (example, None: itself, or the index of its shift), each example's rows together
+    for i in range(len(fp)):
+        order += [(i, None)] + [(i, j) for j in range(len(shifts)) if kept[j, i]]
+    idx = torch.tensor([i for i, _ in order])
+
+    def images(t: torch.Tensor) -> torch.Tensor:
+        moved = [shifted(t, dy, dx) for dy, dx in shifts]
+        return torch.stack([t[i] if j is None else moved[j][i] for i, j in order]).contiguous()
+
+    stats = {**(fp.manifest.get("stats") or {}), "queries": len(order), "query_shifts_kept": float(kept.sum()) / len(fp)}
+    return Fingerprint(images(fp.inputs), fp.keys[idx], None if fp.originals is None else images(fp.originals),
+                       None if fp.original_labels is None else fp.original_labels[idx],
+                       None if fp.train_confer is None else fp.train_confer[idx], None,
+                       {**fp.manifest, "stats": stats}, groups=idx)
 
 
 def shift_rank(surrogates: Sequence[nn.Module], references: Sequence[nn.Module], x: torch.Tensor, target: torch.Tensor,

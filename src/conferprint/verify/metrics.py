@@ -1,17 +1,34 @@
 """Pure functions of per-model scores: CAEAcc, ROC AUC, ROC curve, TPR at a fixed FPR, verdicts."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
 
-def cae_acc(suspect_labels: torch.Tensor, keys: torch.Tensor) -> float:
-    """``CAEAcc = mean 1[suspect(x) == key]`` over the fingerprint."""
+def cae_acc(suspect_labels: torch.Tensor, keys: torch.Tensor, groups: torch.Tensor | None = None) -> float:
+    """``CAEAcc = mean 1[suspect(x) == key]`` over the fingerprint; with ``groups`` (the example each query belongs
+    to, `Fingerprint.groups`), the mean over the examples of the share of their queries answered with the key."""
     if suspect_labels.shape != keys.shape:
         raise ValueError(f"{tuple(suspect_labels.shape)} answers for {tuple(keys.shape)} keys")
-    return float((suspect_labels == keys).float().mean())
+    if groups is None:
+        return float((suspect_labels == keys).float().mean())
+    hit = (suspect_labels == keys).double()
+    if groups.shape != keys.shape:
+        raise ValueError(f"{tuple(groups.shape)} groups for {tuple(keys.shape)} keys")
+    count = torch.bincount(groups).double()
+    return float((torch.zeros_like(count).index_add_(0, groups, hit) / count).mean())
+
+
+def whole_matches(matches: float) -> int:
+    """The whole matches in a count of matches on the fingerprint's examples (``CAEAcc × examples``): the count
+    itself where each example is one query (float error rounded off), else rounded down (an example asked as
+    several queries counts the share of them answered with the key; those shares sum to multiples of 1/2520 at
+    most nine queries an example, so 1e-4 is only float error). Null p-values and critical counts take it:
+    rounding down never accuses more."""
+    return math.floor(matches + 1e-4)
 
 
 def _check(pos: Sequence[float], neg: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,7 @@ from conferprint import __version__
 from conferprint.errors import JournalError
 from conferprint.fingerprint.artifact import Fingerprint, FingerprintError
 from conferprint.verify.calibration import control_difference, verdict_by
+from conferprint.verify.metrics import whole_matches
 from conferprint.verify.null import NullModel
 from conferprint.verify.oracle import Oracle, query_labels
 
@@ -161,23 +162,24 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
     ``suspect`` names it in the journal and the result (a URL, or a file's sha256). ``seed`` fixes
     the query order (tests); by default a fresh secret one is drawn, or the journal's is reused.
     """
-    n = len(fp)
+    rows, n = len(fp), fp.n_examples  # queries, and the examples they ask (the same without groups)
+    weight = fp.weights().tolist() if fp.groups is not None else None  # each query's share of its example
     num_classes = fp.manifest.get("num_classes")
     decoys = fp.decoys if fp.decoys is not None else fp.inputs[:0]
-    n_decoys = min(len(decoys), round(options.decoy_ratio * n))
+    n_decoys = min(len(decoys), round(options.decoy_ratio * rows))
     null = fp.null
     if null is None and options.threshold is None:
         raise ValueError("this fingerprint stores no null distribution: give a CAEAcc threshold, "
                          "or fit a null first (conferprint calibrate)")
     digest = fp.digest()
     header = {"format": JOURNAL_FORMAT, "fingerprint_digest": digest, "suspect": suspect,
-              "options": {k: v for k, v in asdict(options).items() if k != "budget"}, "n_fingerprint": n, "n_decoys": n_decoys,
+              "options": {k: v for k, v in asdict(options).items() if k != "budget"}, "n_fingerprint": rows, "n_decoys": n_decoys,
               "seed": seed if seed is not None else secrets.randbits(62), "conferprint": __version__}
     jr = Journal(journal, header) if journal is not None else None
     if jr is not None and jr.result is not None:
         return {**jr.result, "resumed_finished": True}
     plan_seed = int((jr.header if jr is not None else header)["seed"])
-    batches = plan_batches(n, n_decoys, options.batch_size, plan_seed)
+    batches = plan_batches(rows, n_decoys, options.batch_size, plan_seed)
 
     if null is not None:
         k_star = null.critical_count(n, options.alpha)
@@ -185,6 +187,7 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
         k_star = max(1, math.ceil(options.threshold * n - 1e-9))  # type: ignore[operator]
     t0 = time.perf_counter()
     matches = asked_fp = asked_decoys = replayed = lost_fp = lost_decoys = 0
+    asked_w = lost_w = 0.0  # examples' worth of queries asked and lost (= their counts without groups)
     decided = None
     budget_hit = False
     for b, items in enumerate(batches):
@@ -195,6 +198,7 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
             replayed += len(items)
         elif jr is not None and b in jr.sent:  # lost in flight before a crash: never asked again
             lost_fp += sum(i >= 0 for i in items)
+            lost_w += sum(1.0 if weight is None else weight[i] for i in items if i >= 0)
             lost_decoys += sum(i < 0 for i in items)
             continue
         else:
@@ -209,18 +213,22 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
                 jr.record(b, labels)
         for i, lab in zip(items, labels):
             if i >= 0:
+                w = 1.0 if weight is None else weight[i]
                 asked_fp += 1
-                matches += int(lab == int(fp.keys[i]))
+                asked_w += w
+                matches += int(lab == int(fp.keys[i])) if weight is None else w * (lab == int(fp.keys[i]))
             else:
                 asked_decoys += 1
-        if options.sequential or asked_fp + lost_fp == n:
-            if matches >= k_star:
+        if options.sequential or asked_fp + lost_fp == rows:
+            if whole_matches(matches) >= k_star:
                 decided = "stolen"
-            elif matches + (n - asked_fp - lost_fp) < k_star:
+            elif whole_matches(matches + (n - asked_w - lost_w)) < k_star:
                 decided = "independent"
             if decided is not None:
                 break
-    complete = asked_fp + lost_fp == n
+    complete = asked_fp + lost_fp == rows
+    if weight is not None:
+        matches = round(matches, 6)
     if decided is None:
         verdict, reason = "undecided", ("query budget spent before the verdict was certain" if budget_hit
                                         else "the test cannot reach the chosen rate with this fingerprint and null")
@@ -228,6 +236,9 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
         verdict = decided
         reason = (f"{matches} of {asked_fp} answers match; {k_star} matches out of {n} decide 'stolen'"
                   if k_star <= n else "")
+        if weight is not None and k_star <= n:
+            reason = (f"{matches:.3f} of {n} examples' worth of matches ({asked_fp} queries asked, each example's "
+                      f"queries sharing it); {k_star} decide 'stolen'")
     if k_star > n:
         verdict, reason = "undecided", (f"even {n} of {n} matches would not reach p ≤ {options.alpha} under this null "
                                         f"(mean CAEAcc of independent models {null.mean:.3f}); more examples or "
@@ -235,7 +246,7 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
     result: dict[str, Any] = {
         "verdict": verdict,
         "reason": reason,
-        "cae_acc": matches / asked_fp if asked_fp else None,
+        "cae_acc": matches / asked_w if asked_fp else None,
         "matches": matches,
         "fingerprint_queries": asked_fp,
         "decoy_queries": asked_decoys,
@@ -243,6 +254,7 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
         "queries_lost_in_flight": lost_fp + lost_decoys,
         "queries_replayed_from_journal": replayed,
         "fingerprint_size": n,
+        "fingerprint_rows": rows,
         "stopped_early": verdict != "undecided" and not complete,
         "alpha": options.alpha if null is not None else None,
         "critical_matches": k_star,
@@ -258,12 +270,13 @@ def verify_suspect(fp: Fingerprint, oracle: Oracle, *, suspect: str, options: Ve
     }
     if null is not None and asked_fp:
         if complete and not lost_fp:
-            result["p_value"], result["p_value_kind"] = null.p_value(matches, n), "exact"
+            result["p_value"], result["p_value_kind"] = null.p_value(whole_matches(matches), n), "exact"
         elif verdict == "independent":  # the best the full test could still have reached
-            result["p_value"], result["p_value_kind"] = null.p_value(matches + n - asked_fp - lost_fp, n), "lower_bound"
+            result["p_value"], result["p_value_kind"] = (null.p_value(whole_matches(matches + n - asked_w - lost_w), n),
+                                                         "lower_bound")
         else:  # stolen early, or undecided: the full test's p-value is at most this
-            result["p_value"], result["p_value_kind"] = null.p_value(matches, n), "upper_bound"
-        result["p_value_empirical"] = null.empirical_p(matches / asked_fp)
+            result["p_value"], result["p_value_kind"] = null.p_value(whole_matches(matches), n), "upper_bound"
+        result["p_value_empirical"] = null.empirical_p(matches / asked_w)
         result["null"] = {"mean": null.mean, "references": len(null.scores), "a": null.a, "b": null.b}
     if jr is not None and verdict != "undecided":
         jr.finish(result)
@@ -275,14 +288,14 @@ def fit_null(fp: Fingerprint, references: dict[str, Oracle]) -> NullModel:
     from conferprint.verify import verify_oracle
 
     scores = {name: verify_oracle(o, fp) for name, o in references.items()}
-    return NullModel.fit(list(scores.values()), len(fp), list(scores))
+    return NullModel.fit(list(scores.values()), fp.n_examples, list(scores))
 
 
 def with_manifest(fp: Fingerprint, **entries: Any) -> Fingerprint:
     """A copy of ``fp`` whose manifest carries ``entries`` as well (save it to get the new digest)."""
     manifest = {k: v for k, v in fp.manifest.items() if k not in ("content_sha256",)}
     manifest.update(entries)
-    return Fingerprint(fp.inputs, fp.keys, fp.originals, fp.original_labels, fp.train_confer, fp.decoys, manifest)
+    return replace(fp, manifest=manifest)
 
 
 def with_null(fp: Fingerprint, null: NullModel) -> Fingerprint:
@@ -313,13 +326,13 @@ def verify_with_control(fp: Fingerprint, control: Fingerprint, oracle: Oracle, *
     if control.digest() != decision["control_digest"]:
         raise FingerprintError(f"the control set's digest {control.digest()} is not the one this fingerprint's decision "
                                f"was fitted with ({decision['control_digest']})")
-    n, k = len(fp), int(decision["raw_critical_matches"])
+    n, k = fp.n_examples, int(decision["raw_critical_matches"])
     whole = replace(options, sequential=False)
     main = verify_suspect(fp, oracle, suspect=suspect, options=replace(whole, threshold=options.threshold
                           if options.threshold is not None else min(1.0, k / n)), journal=journal, seed=seed)
     ctl = verify_suspect(control, oracle, suspect=suspect, options=replace(whole, threshold=1.0),
                          journal=None if journal is None else f"{journal}.control", seed=seed)
-    complete = all(r["fingerprint_queries"] == r["fingerprint_size"] for r in (main, ctl))
+    complete = all(r["fingerprint_queries"] == r["fingerprint_rows"] for r in (main, ctl))
     result: dict[str, Any] = {
         "decision_rule": CONTROL_RULE, "suspect": suspect, "fingerprint_digest": fp.digest(),
         "control_digest": control.digest(), "threshold": decision["threshold"], "raw_critical_matches": k,
@@ -335,7 +348,7 @@ def verify_with_control(fp: Fingerprint, control: Fingerprint, oracle: Oracle, *
                       reason="the budget or lost queries left the fingerprint or the control set incomplete")
         return result
     score = control_difference(main["cae_acc"], ctl["cae_acc"])
-    by = verdict_by(score, main["matches"], decision["threshold"], k)
+    by = verdict_by(score, whole_matches(main["matches"]), decision["threshold"], k)
     result.update(verdict="stolen" if any(by.values()) else "independent", score=score, verdict_by=by,
                   reason=f"score {score:+.3f} against the threshold {decision['threshold']:.3f}; "
                          f"{main['matches']} of {n} matches against {k}")
