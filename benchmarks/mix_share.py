@@ -34,10 +34,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 from conferprint._io import atomic_write_text
 from conferprint.experiments.quickstart import DEFAULT, control_fingerprint
 from conferprint.fingerprint import CEM, load_fingerprint
+from conferprint.fingerprint.ensemble import folded, shift_rank
 from conferprint.verify import separation_stats
 from conferprint.verify.calibration import control_difference, fit_threshold
 
@@ -62,6 +64,7 @@ def pools_of(folder: Path, seed: int, study, fp, inputs: bool = False) -> dict[s
     cem = CEM(**fp.manifest["params"])
     if cem.candidates != "mixed":
         raise SystemExit(f"{folder}: its fingerprint is not the mixed pool ({cem.candidates!r})")
+    inputs = inputs or cem.rank == "shift"  # the shift ranking of the check needs the optimised examples
     models = SimpleNamespace(source=study.source, x1=study.x1, y1=study.y1, training_role=study.training_role,
                              testing=list(study.testing) + list(study.calibration))
     out = {}
@@ -77,16 +80,33 @@ def pools_of(folder: Path, seed: int, study, fp, inputs: bool = False) -> dict[s
         save_arrays(path, {k: c[k] for k in ("y", "t", "keep", "hard", "p_surr", "p_ref", "agree", "seconds", "candidates")
                            + (("x_adv",) if inputs else ())})
         out[pool] = c
-    # the study's fingerprint is the first half of each pool's ranking: the replay must give it back
+    # the study's fingerprint is the best of each pool's ranking (its own: hard Confer, or the shift ranking since
+    # §43): the replay must give back its examples (each example's first query where it asks several)
     n_err = cem.n_errors
-    idx = {"correct": top(out["correct"], cem.size - n_err), "errors": top(out["errors"], n_err)}
+    idx = {"correct": picked(out["correct"], cem.size - n_err, cem, study),
+           "errors": picked(out["errors"], n_err, cem, study)}
+    first = np.ones(len(fp), dtype=bool) if fp.groups is None else np.r_[True, (np.diff(fp.groups.numpy()) != 0)]
+    x, k = fp.inputs[torch.from_numpy(first)], fp.keys[torch.from_numpy(first)]
     keys = np.concatenate([out[p]["t"][idx[p]] for p in POOLS])
     confer = np.concatenate([out[p]["hard"][idx[p]] for p in POOLS])
     agree = np.concatenate([out[p]["agree"][: len(study.testing), idx[p]] for p in POOLS], axis=1)
-    if not (np.array_equal(keys, fp.keys.numpy()) and np.allclose(confer, fp.train_confer.numpy())
-            and np.array_equal(agree, agreement(study.testing, fp.inputs, fp.keys).astype(bool))):
+    if not (np.array_equal(keys, k.numpy()) and np.allclose(confer, fp.train_confer.numpy()[first])
+            and np.array_equal(agree, agreement(study.testing, x, k).astype(bool))):
         raise SystemExit(f"{folder}: the replayed pools do not give back the study's fingerprint")
     return out
+
+
+def picked(c: dict[str, np.ndarray], n: int, cem: CEM, study) -> np.ndarray:
+    """The ``n`` candidates of pool ``c`` that ``cem`` keeps: ``top`` by hard Confer, or with ``rank="shift"`` the
+    library's `shift_rank` of the kept ones on the folded training models, as `CEM.generate` ranks them."""
+    if cem.rank == "confer":
+        return top(c, n)
+    kept = np.flatnonzero(c["keep"])
+    surr = folded([m.model for m in study.training_role("surrogate")])
+    refs = folded([m.model for m in study.training_role("reference")])
+    rank = shift_rank(surr, refs, torch.from_numpy(c["x_adv"][kept]), torch.from_numpy(c["t"][kept]).long(),
+                      torch.from_numpy(c["hard"][kept]).double(), cem.rank_top)
+    return kept[torch.argsort(rank, descending=True, stable=True)[:n].numpy()]
 
 
 def top(c: dict[str, np.ndarray], n: int) -> np.ndarray:

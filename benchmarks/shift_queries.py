@@ -34,7 +34,9 @@ draw from seed 21. Every draw scored is counted. Its cost, reported beside: up t
 suspect instead of 100 (the control's 500 unchanged).
 
 Reuses each study's models, `mix_share.py`'s replayed pools (checked against the fingerprint) and §39's cached
-``shift`` keys; nothing is retrained. The queries' answers on the unshifted examples are checked against the pools'.
+``shift`` keys; nothing is retrained. The settings are procedures, not "what ships": since §43's adoption (stop 45)
+the quickstart's own fingerprint is ``shift+q`` (`CEM(rank="shift", query_shifts=True)`; its draws from seed 92 on
+give it back exactly), and ``default`` stays the hard-Confer ranking asked once, the default until then. The queries' answers on the unshifted examples are checked against the pools'.
 Writes benchmarks/results/shift-queries-fashion-mnist.json and docs/results/shift-queries-fashion-mnist.md.
 """
 from __future__ import annotations
