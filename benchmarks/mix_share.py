@@ -85,12 +85,12 @@ def pools_of(folder: Path, seed: int, study, fp, inputs: bool = False) -> dict[s
     n_err = cem.n_errors
     idx = {"correct": picked(out["correct"], cem.size - n_err, cem, study),
            "errors": picked(out["errors"], n_err, cem, study)}
-    first = np.ones(len(fp), dtype=bool) if fp.groups is None else np.r_[True, (np.diff(fp.groups.numpy()) != 0)]
-    x, k = fp.inputs[torch.from_numpy(first)], fp.keys[torch.from_numpy(first)]
+    first = fp.example_rows()
+    x, k = fp.inputs[first], fp.keys[first]
     keys = np.concatenate([out[p]["t"][idx[p]] for p in POOLS])
     confer = np.concatenate([out[p]["hard"][idx[p]] for p in POOLS])
     agree = np.concatenate([out[p]["agree"][: len(study.testing), idx[p]] for p in POOLS], axis=1)
-    if not (np.array_equal(keys, k.numpy()) and np.allclose(confer, fp.train_confer.numpy()[first])
+    if not (np.array_equal(keys, k.numpy()) and np.allclose(confer, fp.train_confer[first].numpy())
             and np.array_equal(agree, agreement(study.testing, x, k).astype(bool))):
         raise SystemExit(f"{folder}: the replayed pools do not give back the study's fingerprint")
     return out

@@ -523,6 +523,10 @@ def test_shift_queries_ask_each_example_with_the_shifts_the_source_keeps(digit_m
 
     q = replace(FAST_CEM, query_shifts=True).generate(m["source"], m["surrogates"], m["references"], m["x"], m["y"],
                                                        seed=0, num_classes=10)
-    firsts = torch.cat([torch.ones(1, dtype=torch.bool), q.groups[1:] != q.groups[:-1]])
-    assert torch.equal(q.inputs[firsts], fp.inputs) and torch.equal(q.groups, with_shift_queries(fp, m["source"]).groups)
+    assert torch.equal(q.inputs[q.example_rows()], fp.inputs) and torch.equal(fp.example_rows(), torch.arange(len(fp)))
+    assert torch.equal(q.groups[q.example_rows()], torch.arange(q.n_examples))
+    from conferprint.experiments.report import plot_fingerprint
+
+    plot_fingerprint(tmp_path / "q.png", q, [str(c) for c in range(10)])  # the examples, not their copies
+    assert (tmp_path / "q.png").stat().st_size > 0 and torch.equal(q.groups, with_shift_queries(fp, m["source"]).groups)
     assert q.manifest["params"]["query_shifts"] is True and q.n_examples == FAST_CEM.size

@@ -56,7 +56,8 @@ def plot_fingerprint(path: Path, fp: Fingerprint, classes: list[str], n: int = 1
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = min(n, len(fp))
+    shown = fp.example_rows().tolist()  # the examples themselves, not their shifted copies
+    n = min(n, len(shown))
     rows = 2 if fp.originals is not None else 1
     fig, axes = plt.subplots(rows, n, figsize=(1.3 * n, 1.55 * rows), squeeze=False)
 
@@ -66,12 +67,12 @@ def plot_fingerprint(path: Path, fp: Fingerprint, classes: list[str], n: int = 1
         ax.set_title(title, fontsize=6)
         ax.axis("off")
 
-    for i in range(n):
+    for col, i in enumerate(shown[:n]):
         key = classes[int(fp.keys[i])]
         if fp.originals is not None:
             orig = classes[int(fp.original_labels[i])] if fp.original_labels is not None else "?"
-            show(axes[0][i], fp.originals[i], f"original\n{orig}")
-        show(axes[rows - 1][i], fp.inputs[i], f"fingerprint\n{key}")
+            show(axes[0][col], fp.originals[i], f"original\n{orig}")
+        show(axes[rows - 1][col], fp.inputs[i], f"fingerprint\n{key}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

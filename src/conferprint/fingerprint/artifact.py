@@ -59,6 +59,12 @@ class Fingerprint:
         """The examples: one per group of queries, or one per query without ``groups``."""
         return len(self.keys) if self.groups is None else int(self.groups[-1]) + 1
 
+    def example_rows(self) -> torch.Tensor:
+        """(n_examples,) the row of each example's first query: the example itself (all rows without groups)."""
+        if self.groups is None:
+            return torch.arange(len(self.keys))
+        return torch.nonzero(torch.cat([torch.ones(1, dtype=torch.bool), self.groups[1:] != self.groups[:-1]]))[:, 0]
+
     def weights(self) -> torch.Tensor:
         """(N,) float64: each query's share of its example (1 / the queries of its group; all 1 without groups),
         so that CAEAcc is the weighted matches over :attr:`n_examples`."""
