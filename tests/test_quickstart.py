@@ -212,6 +212,21 @@ def test_calibrated_threshold_is_fitted_on_calibration_references_only(tiny_run,
     with pytest.raises(ValueError, match="threshold_rule"):
         replace(cfg, threshold_rule="median")
 
+    # the default's CEM since §43: shift-ranked examples, each asked with its shifts; the same models, CEM remade, and
+    # `verify --control` gives each suspect the quickstart's score and verdict, counting each example once
+    shifted = run_quickstart(again_dir, replace(cfg, cem=replace(cfg.cem, rank="shift", query_shifts=True)), seed=0,
+                             data_dir=FMNIST_DIR, progress=False)
+    fp = load_fingerprint(again_dir / "fingerprint")
+    assert shifted["retrained"]["count"] == 0 and shifted["fingerprint"]["generated_now"]
+    assert shifted["fingerprint"]["size"] == fp.n_examples == TINY.cem.size < shifted["fingerprint"]["queries"] == len(fp)
+    assert fp.manifest["decision"]["raw_critical_matches"] == shifted["threshold_fit"]["raw_cae_acc_rule"]["critical_matches"]
+    for m in [shifted["models"][0], shifted["models"][-1]]:
+        v = verify_target(again_dir / "fingerprint.json", model=again_dir / "zoo" / f"{m['name']}.safetensors",
+                          arch=m["arch"], control=ctl, journal=tmp_path / f"{m['name']}.shift.journal")
+        assert v["score"] == pytest.approx(m["score"]) and v["cae_acc"] == pytest.approx(m["cae_acc"])
+        assert v["verdict"] == ("stolen" if m["verdict"] == "stolen" else "independent")
+        assert v["fingerprint"]["fingerprint_queries"] == len(fp)
+
 
 def test_calibration_without_origins_trains_after_generation_and_joins_the_verdict(tiny_run, tmp_path):
     """``calibration_without_origins``: the calibration groups trained again, after generation, on D1 without the
