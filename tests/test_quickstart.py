@@ -220,6 +220,7 @@ def test_calibrated_threshold_is_fitted_on_calibration_references_only(tiny_run,
     assert shifted["retrained"]["count"] == 0 and shifted["fingerprint"]["generated_now"]
     assert shifted["fingerprint"]["size"] == fp.n_examples == TINY.cem.size < shifted["fingerprint"]["queries"] == len(fp)
     assert fp.manifest["decision"]["raw_critical_matches"] == shifted["threshold_fit"]["raw_cae_acc_rule"]["critical_matches"]
+    assert f"| {fp.n_examples} | {len(fp)} |" in (again_dir / "report.md").read_text()  # the report's size and queries
     for m in [shifted["models"][0], shifted["models"][-1]]:
         v = verify_target(again_dir / "fingerprint.json", model=again_dir / "zoo" / f"{m['name']}.safetensors",
                           arch=m["arch"], control=ctl, journal=tmp_path / f"{m['name']}.shift.journal")

@@ -43,7 +43,8 @@ def _quickstart(args: argparse.Namespace) -> int:
                          device=args.device, amp=args.bf16)
     sep = res["separation"]
     print(f"source {res['source']['arch']}: test accuracy {res['source']['test_acc']:.4f}; "
-          f"fingerprint {res['fingerprint']['size']} examples (CEM)")
+          f"fingerprint {res['fingerprint']['size']} examples (CEM)"
+          + (f", asked as {q} queries" if (q := res["fingerprint"].get("queries", 0)) > res["fingerprint"]["size"] else ""))
     print(f"held-out models: {sep['n_surrogates']} surrogates, {sep['n_references']} references")
     auc = res["roc_auc"]
     name = {"cae_acc": "CAEAcc", "control_diff": "CAEAcc(CEM) - CAEAcc(PGD control)",
