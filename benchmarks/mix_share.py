@@ -83,8 +83,10 @@ def pools_of(folder: Path, seed: int, study, fp, inputs: bool = False) -> dict[s
     # the study's fingerprint is the best of each pool's ranking (its own: hard Confer, or the shift ranking since
     # §43): the replay must give back its examples (each example's first query where it asks several)
     n_err = cem.n_errors
-    idx = {"correct": picked(out["correct"], cem.size - n_err, cem, study),
-           "errors": picked(out["errors"], n_err, cem, study)}
+    members = None if cem.rank == "confer" else tuple(  # the shift ranking's models, folded once for both pools
+        folded([m.model for m in study.training_role(role)]) for role in ("surrogate", "reference"))
+    idx = {"correct": picked(out["correct"], cem.size - n_err, cem, members),
+           "errors": picked(out["errors"], n_err, cem, members)}
     first = fp.example_rows()
     x, k = fp.inputs[first], fp.keys[first]
     keys = np.concatenate([out[p]["t"][idx[p]] for p in POOLS])
@@ -96,14 +98,14 @@ def pools_of(folder: Path, seed: int, study, fp, inputs: bool = False) -> dict[s
     return out
 
 
-def picked(c: dict[str, np.ndarray], n: int, cem: CEM, study) -> np.ndarray:
+def picked(c: dict[str, np.ndarray], n: int, cem: CEM, members=None) -> np.ndarray:
     """The ``n`` candidates of pool ``c`` that ``cem`` keeps: ``top`` by hard Confer, or with ``rank="shift"`` the
-    library's `shift_rank` of the kept ones on the folded training models, as `CEM.generate` ranks them."""
+    library's `shift_rank` of the kept ones on ``members``, the folded training (surrogates, references), as
+    `CEM.generate` ranks them."""
     if cem.rank == "confer":
         return top(c, n)
     kept = np.flatnonzero(c["keep"])
-    surr = folded([m.model for m in study.training_role("surrogate")])
-    refs = folded([m.model for m in study.training_role("reference")])
+    surr, refs = members
     rank = shift_rank(surr, refs, torch.from_numpy(c["x_adv"][kept]), torch.from_numpy(c["t"][kept]).long(),
                       torch.from_numpy(c["hard"][kept]).double(), cem.rank_top)
     return kept[torch.argsort(rank, descending=True, stable=True)[:n].numpy()]

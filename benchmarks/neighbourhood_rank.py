@@ -42,6 +42,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -128,20 +129,33 @@ def neighbourhood_keys(folder: Path, seed: int, study, pools) -> tuple[dict[str,
     return top_keys(folder / "neighbourhood" / "keys.npz", study, pools, {s: keyer(s) for s in SETTINGS[1:]})
 
 
-def rank_study(name: str, data_dir, settings, keys_of) -> dict:
-    """One finished default study scored with each of ``settings`` (the first the default's hard Confer); ``keys_of
-    (folder, seed, study, pools)`` gives the others' keys per pool (NaN: not scored) and the seconds they took.
-    `family_rank.py` uses it too. The seconds reported are the work's, cached or not: CEM's optimisation of both
-    pools (as `mix_share.py` stored it) and the keys'."""
+def replayed(name: str, data_dir, keys_of) -> SimpleNamespace:
+    """A finished default study as the ranking benchmarks score it: ``study``, its ``pools`` (`mix_share.pools_of`,
+    with the optimised examples), ``keys`` per setting and pool and ``key_seconds`` from ``keys_of(folder, seed,
+    study, pools)``, ``everyone`` (its testing models, then its calibration references), their agreement with the
+    source on the control set (``ctl``), ``is_surr`` for the testing models, and ``sizes``: each pool's share of the
+    fingerprint. `shift_queries.py` uses it too."""
     folder, seed, _, study = study_of(name, data_dir, DEFAULT)
     fp, ctl_fp = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
     cem = CEM(**fp.manifest["params"])
     pools = pools_of(folder, seed, study, fp, inputs=True)
     keys, key_seconds = keys_of(folder, seed, study, pools)
-    _, ctl_answers, is_surr = scored_models(study, ctl_fp)
-    ctl, n = ctl_answers.mean(1), len(is_surr)
+    everyone, ctl_answers, is_surr = scored_models(study, ctl_fp)
+    return SimpleNamespace(folder=folder, study=study, pools=pools, keys=keys, key_seconds=key_seconds,
+                           everyone=everyone, ctl=ctl_answers.mean(1), is_surr=is_surr,
+                           sizes={"correct": cem.size - cem.n_errors, "errors": cem.n_errors})
+
+
+def rank_study(name: str, data_dir, settings, keys_of) -> dict:
+    """One finished default study scored with each of ``settings`` (the first the default's hard Confer); ``keys_of
+    (folder, seed, study, pools)`` gives the others' keys per pool (NaN: not scored) and the seconds they took.
+    `family_rank.py` uses it too. The seconds reported are the work's, cached or not: CEM's optimisation of both
+    pools (as `mix_share.py` stored it) and the keys'."""
+    r = replayed(name, data_dir, keys_of)
+    study, pools, keys, key_seconds, ctl, is_surr = r.study, r.pools, r.keys, r.key_seconds, r.ctl, r.is_surr
+    n = len(is_surr)
     scored_settings, overlap = {}, {}
-    default_idx = {p: ranked(pools[p], None, k) for p, k in (("correct", cem.size - cem.n_errors), ("errors", cem.n_errors))}
+    default_idx = {p: ranked(pools[p], None, r.sizes[p]) for p in POOLS}
     for s in settings:
         idx = {p: ranked(pools[p], None if s == settings[0] else keys[s][p], len(default_idx[p])) for p in POOLS}
         if any(len(idx[p]) < len(default_idx[p]) for p in POOLS):

@@ -49,16 +49,13 @@ import numpy as np
 import torch
 
 from conferprint._io import atomic_write_text
-from conferprint.experiments.quickstart import DEFAULT, control_fingerprint
-from conferprint.fingerprint import CEM, load_fingerprint
 from conferprint.fingerprint.ensemble import SHIFTS, shifted
 from conferprint.fingerprint.scores import labels_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import run_studies, separated, study_key  # noqa: E402
-from held_out_levers import study_of  # noqa: E402
-from mix_share import POOLS, evaluate, pools_of, scored_models  # noqa: E402
-from neighbourhood_rank import neighbourhood_keys, ranked  # noqa: E402
+from mix_share import POOLS, evaluate  # noqa: E402
+from neighbourhood_rank import neighbourhood_keys, ranked, replayed  # noqa: E402
 from neighbourhood_wide import HEAD, judged, row, choose_rule, fresh_rule, rule_lines  # noqa: E402
 
 STEM = "shift-queries-fashion-mnist"
@@ -85,15 +82,10 @@ def shift_answers(source: torch.nn.Module, models, x: torch.Tensor, t: torch.Ten
 
 def run_study(name: str, data_dir) -> dict:
     t0 = time.perf_counter()
-    folder, seed, _, study = study_of(name, data_dir, DEFAULT)
-    fp, ctl_fp = load_fingerprint(folder / "fingerprint.json"), control_fingerprint(folder)
-    cem = CEM(**fp.manifest["params"])
-    pools = pools_of(folder, seed, study, fp, inputs=True)
-    keys, _ = neighbourhood_keys(folder, seed, study, pools)
-    everyone, ctl_answers, is_surr = scored_models(study, ctl_fp)
-    ctl, n = ctl_answers.mean(1), len(is_surr)
-    sizes = {"correct": cem.size - cem.n_errors, "errors": cem.n_errors}
-    models = [m.model for m in everyone]
+    r = replayed(name, data_dir, neighbourhood_keys)
+    folder, study, pools, keys, ctl, is_surr, sizes = r.folder, r.study, r.pools, r.keys, r.ctl, r.is_surr, r.sizes
+    n = len(is_surr)
+    models = [m.model for m in r.everyone]
     settings, kept_shifts = {}, {}
     for rank in ("default", "shift"):
         idx = {p: ranked(pools[p], None if rank == "default" else keys["shift"][p], sizes[p]) for p in POOLS}

@@ -1140,6 +1140,17 @@ def test_neighbourhood_rank_shifts_ranks_and_chooses_on_its_own_draws():
     assert not nr.fresh_rule(worse)["adopt"]  # two more false accusations than the default's none
 
 
+def _rule_row(study, accused=None, caught=None, **by):
+    """A draw's row for the rule tests: per setting (AUC, margin, d′), gap 0.1, 4 of 8 thieves and no stranger called
+    stolen at the prediction bound, and at the tolerance bound ``caught`` / ``accused`` of them (default 4 and 0)."""
+    accused, caught = accused or {}, caught or {}
+    return {"study": study, "settings": {k: {"roc_auc": a, "margin": m, "d_prime": d, "gap": 0.1,
+                                             "surrogates_stolen": 4, "references_stolen": 0,
+                                             "surrogates_stolen_tolerance": caught.get(k, 4),
+                                             "references_stolen_tolerance": accused.get(k, 0)}
+                                         for k, (a, m, d) in by.items()}}
+
+
 def test_neighbourhood_wide_chooses_among_shift_keys_by_alpha_then_adopts_on_fresh_draws():
     """neighbourhood_wide: the choice needs every draw of seeds 21-75 and excludes a key whose tolerance-bound
     accusations are unlikely for a verdict at alpha; the adoption judges the pick on seeds 76+ only, against the
@@ -1147,13 +1158,7 @@ def test_neighbourhood_wide_chooses_among_shift_keys_by_alpha_then_adopts_on_fre
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import neighbourhood_wide as nw
 
-    def row(study, accused=None, caught=None, **by):
-        accused, caught = accused or {}, caught or {}
-        return {"study": study, "settings": {k: {"roc_auc": a, "margin": m, "d_prime": d, "gap": 0.1,
-                                                 "surrogates_stolen": 4, "references_stolen": 0,
-                                                 "surrogates_stolen_tolerance": caught.get(k, 4),
-                                                 "references_stolen_tolerance": accused.get(k, 0)}
-                                             for k, (a, m, d) in by.items()}}
+    row = _rule_row
 
     good, bad = (1.0, 0.05, 4.0), (0.9, -0.05, 2.0)
     base = dict.fromkeys(nw.SETTINGS, bad)
@@ -1209,12 +1214,7 @@ def test_shift_queries_share_counts_only_the_shifts_the_source_keeps_and_chooses
     share, at_x, kept = sq.shift_answers(never, models[1:], x[t != 2], t[t != 2])
     assert kept.sum() == 0 and np.array_equal(share, at_x)
 
-    def row(study, **by):
-        return {"study": study, "settings": {k: {"roc_auc": a, "margin": m, "d_prime": d, "gap": 0.1,
-                                                 "surrogates_stolen": 4, "references_stolen": 0,
-                                                 "surrogates_stolen_tolerance": 4, "references_stolen_tolerance": 0}
-                                             for k, (a, m, d) in by.items()}}
-
+    row = _rule_row
     good, bad = (1.0, 0.05, 4.0), (0.9, -0.05, 2.0)
     base = dict.fromkeys(sq.SETTINGS, bad)
     # the shift ranking (no queries) separates best but is not a candidate of §43

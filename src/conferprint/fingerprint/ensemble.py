@@ -137,18 +137,19 @@ def with_shift_queries(fp: Fingerprint, source: nn.Module, shifts: Sequence[tupl
         raise ValueError("add shift queries to a fingerprint without groups or decoys")
     if not shifts:
         raise ValueError("shifts is empty")
-    kept = torch.stack([predict_labels(source, shifted(fp.inputs, dy, dx)).cpu() == fp.keys for dy, dx in shifts])
+    moved = [shifted(fp.inputs, dy, dx) for dy, dx in shifts]
+    kept = torch.stack([predict_labels(source, xs).cpu() == fp.keys for xs in moved])
     order = []  # (example, None: itself, or the index of its shift), each example's rows together
     for i in range(len(fp)):
         order += [(i, None)] + [(i, j) for j in range(len(shifts)) if kept[j, i]]
     idx = torch.tensor([i for i, _ in order])
 
-    def images(t: torch.Tensor) -> torch.Tensor:
-        moved = [shifted(t, dy, dx) for dy, dx in shifts]
-        return torch.stack([t[i] if j is None else moved[j][i] for i, j in order]).contiguous()
+    def rows(t: torch.Tensor, copies: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([t[i] if j is None else copies[j][i] for i, j in order]).contiguous()
 
+    originals = None if fp.originals is None else rows(fp.originals, [shifted(fp.originals, dy, dx) for dy, dx in shifts])
     stats = {**(fp.manifest.get("stats") or {}), "queries": len(order), "query_shifts_kept": float(kept.sum()) / len(fp)}
-    return Fingerprint(images(fp.inputs), fp.keys[idx], None if fp.originals is None else images(fp.originals),
+    return Fingerprint(rows(fp.inputs, moved), fp.keys[idx], originals,
                        None if fp.original_labels is None else fp.original_labels[idx],
                        None if fp.train_confer is None else fp.train_confer[idx], None,
                        {**fp.manifest, "stats": stats}, groups=idx)
