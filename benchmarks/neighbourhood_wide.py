@@ -97,11 +97,12 @@ def _fp32(runs: list[dict]) -> list[dict]:
     return [r for r in runs if not study_seed(r["study"])[1]]
 
 
-def choose_rule(runs: list[dict], settings=SETTINGS, candidates=CANDIDATES) -> dict | None:
-    """§42's choice (module docstring), on every draw of seeds 21–75, among ``candidates`` (of ``settings``, all
-    reported); None until they are all there. `shift_queries.py` (§43) applies it to its own settings."""
-    chosen = [r for r in _fp32(runs) if study_seed(r["study"])[0] in CHOOSE_SEEDS]
-    if len(chosen) < len(CHOOSE_SEEDS):
+def choose_rule(runs: list[dict], settings=SETTINGS, candidates=CANDIDATES, seeds: range = CHOOSE_SEEDS) -> dict | None:
+    """§42's choice (module docstring), on every draw of ``seeds`` (§42: 21–75), among ``candidates`` (of
+    ``settings``, all reported); None until they are all there. `shift_queries.py` (§43) and
+    `query_neighbourhood.py` (§44) apply it to their own settings."""
+    chosen = [r for r in _fp32(runs) if study_seed(r["study"])[0] in seeds]
+    if len(chosen) < len(seeds):
         return None
     tot = {s: judged(chosen, s) for s in settings}
     eligible = [s for s in candidates if tot[s] is not None and tot[s]["p_accused"] >= 0.05]
@@ -109,17 +110,20 @@ def choose_rule(runs: list[dict], settings=SETTINGS, candidates=CANDIDATES) -> d
     return {"studies": len(chosen), "totals": tot, "eligible": eligible, "pick": pick}
 
 
-def fresh_rule(runs: list[dict], pick: str | None) -> dict | None:
-    """§42's adoption (module docstring): ``pick`` against ``default`` on the draws of seeds ``FRESH_FROM`` onward."""
-    fresh = [r for r in _fp32(runs) if study_seed(r["study"])[0] >= FRESH_FROM]
+def fresh_rule(runs: list[dict], pick: str | None, fresh_from: int = FRESH_FROM, every_from: int = CHOOSE_SEEDS.start,
+               default: str = "default") -> dict | None:
+    """§42's adoption (module docstring): ``pick`` against ``default`` on the draws of seeds ``fresh_from`` onward,
+    its accusations also judged on every draw from seed ``every_from``."""
+    fresh = [r for r in _fp32(runs) if study_seed(r["study"])[0] >= fresh_from]
     if pick is None or not fresh:
         return None
-    every = [r for r in _fp32(runs) if study_seed(r["study"])[0] >= CHOOSE_SEEDS.start]
-    s, d, s_all = judged(fresh, pick), judged(fresh, "default"), judged(every, pick)
+    every = [r for r in _fp32(runs) if study_seed(r["study"])[0] >= every_from]
+    s, d, s_all = judged(fresh, pick), judged(fresh, default), judged(every, pick)
     adopt = (s["met"] >= d["met"] and s["d_prime"] > d["d_prime"] and s["surrogates_stolen"] >= d["surrogates_stolen"]
              and s["p_accused"] >= 0.05 and s_all["p_accused"] >= 0.05)
-    return {"studies": [r["study"] for r in fresh], "setting": pick, pick: s, "default": d,
-            "all_draws": {pick: s_all, "default": judged(every, "default")}, "adopt": bool(adopt)}
+    return {"studies": [r["study"] for r in fresh], "setting": pick, pick: s, "default": d, "default_setting": default,
+            "all_draws": {pick: s_all, "default": judged(every, default)}, "every_from": every_from,
+            "adopt": bool(adopt)}
 
 
 def row(name: str, t: dict) -> str:
@@ -131,22 +135,23 @@ HEAD = ["| setting | goal met | mean d′ | mean gap | caught (tolerance bound) 
         "P(as many accused at α) |", "| --- | --- | --- | --- | --- | --- | --- |"]
 
 
-def rule_lines(payload: dict, settings, section: str) -> list[str]:
+def rule_lines(payload: dict, settings, section: str, seeds: str = "21–75") -> list[str]:
     """The report of ``choose_rule`` (``payload["choice"]``) and ``fresh_rule`` (``payload["fresh"]``) over
-    ``settings``; ``section`` names the protocol ("§42")."""
+    ``settings``; ``section`` names the protocol ("§42"), ``seeds`` the choice's draws."""
     choice, fresh = payload.get("choice"), payload.get("fresh")
     if choice is None:
-        return ["", f"{section}'s choice: not applied yet (it needs every draw of seeds 21–75)."]
-    lines = ["", f"{section}'s choice, on the {choice['studies']} draws of seeds 21–75 (P: the chance that a verdict "
+        return ["", f"{section}'s choice: not applied yet (it needs every draw of seeds {seeds})."]
+    lines = ["", f"{section}'s choice, on the {choice['studies']} draws of seeds {seeds} (P: the chance that a verdict "
              f"exactly at α = 5 % accuses as many or more; eligible if ≥ 0.05):", "", *HEAD]
     lines += [row(s, choice["totals"][s]) for s in settings if choice["totals"][s] is not None]
     lines += ["", f"Eligible: {', '.join(choice['eligible']) or 'none'}; pick **{choice['pick']}**."]
     if fresh:
+        base = fresh.get("default_setting", "default")
         lines += ["", f"{section}'s adoption, on the new draws ({', '.join(fresh['studies'])}):", "", *HEAD,
-                  row(fresh["setting"], fresh[fresh["setting"]]), row("default", fresh["default"]), "",
-                  "On every draw from seed 21:", "", *HEAD,
+                  row(fresh["setting"], fresh[fresh["setting"]]), row(base, fresh["default"]), "",
+                  f"On every draw from seed {fresh.get('every_from', 21)}:", "", *HEAD,
                   row(fresh["setting"], fresh["all_draws"][fresh["setting"]]),
-                  row("default", fresh["all_draws"]["default"]), "",
+                  row(base, fresh["all_draws"]["default"]), "",
                   f"Adopted: **{'yes' if fresh['adopt'] else 'no'}**."]
     return lines
 

@@ -1225,6 +1225,40 @@ def test_shift_queries_share_counts_only_the_shifts_the_source_keeps_and_chooses
     assert payload["fresh"]["adopt"]
 
 
+def test_query_neighbourhood_groups_shares_by_example_and_applies_its_own_seeds_rules():
+    """query_neighbourhood: a grouped fingerprint's answers become per-example shares (unequal groups), and §44
+    chooses on seeds 103-108 only among its candidates, then judges the pick against shift+q on seeds 109+."""
+    import numpy as np
+    import torch
+    from conferprint.fingerprint import Fingerprint
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import query_neighbourhood as qn
+
+    fp = Fingerprint(torch.rand(6, 1, 2, 2), torch.tensor([1, 1, 1, 2, 0, 0]), groups=torch.tensor([0, 0, 0, 1, 2, 2]))
+    answers = np.array([[1, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 1]])
+    assert np.allclose(qn.grouped_share(fp, answers), [[1 / 3, 1, 1], [1, 0, 0.5]])
+    row = _rule_row
+    good, bad = (1.0, 0.05, 4.0), (0.9, -0.05, 2.0)
+    base = dict.fromkeys(qn.SETTINGS, bad)
+    # shift separates best but is reported only; shift+q2 wins the choice on 103-108 (an earlier seed is ignored)
+    runs = [row("seed60", **{**base, "shift+qc": good})]
+    runs += [row(f"seed{s}", **{**base, "shift": good, "shift+q2": good, "shift+qc": good if s % 2 else bad})
+             for s in qn.CHOOSE_SEEDS]
+    payload = {"runs": runs[:-1]}
+    qn._extra(payload)
+    assert payload["choice"] is None and payload["fresh"] is None  # not every choice draw there yet
+    payload = {"runs": runs + [row("seed109", **{**base, "shift+q2": good}), row("seed110", **base)]}
+    qn._extra(payload)
+    assert payload["choice"]["studies"] == 6 and payload["choice"]["pick"] == "shift+q2"
+    fresh = payload["fresh"]
+    assert fresh["studies"] == ["seed109", "seed110"] and fresh["default_setting"] == "shift+q" and fresh["adopt"]
+    assert fresh["all_draws"]["shift+q2"]["studies"] == 8  # seeds 103 on, not seed 60
+    payload = {"runs": runs + [row("seed109", **{**base, "shift+q": good, "shift+q2": good})]}
+    qn._extra(payload)
+    assert not payload["fresh"]["adopt"]  # level with shift+q on goals and d': not adopted
+
+
 def test_family_rank_takes_confer_within_each_family():
     """family_rank: Confer within each architecture family's training models, then their mean and their least."""
     import numpy as np
