@@ -530,3 +530,24 @@ def test_shift_queries_ask_each_example_with_the_shifts_the_source_keeps(digit_m
     plot_fingerprint(tmp_path / "q.png", q, [str(c) for c in range(10)])  # the examples, not their copies
     assert (tmp_path / "q.png").stat().st_size > 0 and torch.equal(q.groups, with_shift_queries(fp, m["source"]).groups)
     assert q.manifest["params"]["query_shifts"] is True and q.n_examples == FAST_CEM.size
+    # two pixels' shifts (query_radius=2): the same examples again, each with up to 24 copies, the one-pixel ones among them
+    from conferprint.fingerprint.ensemble import SHIFTS2, shifts_within
+
+    q2 = replace(FAST_CEM, query_shifts=True, query_radius=2).generate(
+        m["source"], m["surrogates"], m["references"], m["x"], m["y"], seed=0, num_classes=10)
+    assert torch.equal(q2.inputs[q2.example_rows()], fp.inputs) and len(q2) > len(q)
+    assert torch.equal(q2.groups, with_shift_queries(fp, m["source"], SHIFTS2).groups)
+    assert int(torch.bincount(q2.groups).max()) <= 25 and shifts_within(1) == SHIFTS
+    # a PGD control asked the same way: its own examples, each with the shifts the source keeps
+    from conferprint.fingerprint import PGD
+
+    pgd = PGD(eps=0.1, steps=5, size=12, batch_size=64, max_candidates=64, balance=False)
+    plain = pgd.generate(m["source"], [], [], m["x"], m["y"], seed=0, num_classes=10)
+    asked = replace(pgd, query_shifts=True).generate(m["source"], [], [], m["x"], m["y"], seed=0, num_classes=10)
+    assert torch.equal(asked.inputs[asked.example_rows()], plain.inputs) and asked.n_examples == len(plain) < len(asked)
+    assert torch.equal(asked.groups, with_shift_queries(plain, m["source"]).groups)
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match="radius must be 1 or 2"):
+            replace(FAST_CEM, query_radius=bad)
+        with pytest.raises(ValueError, match="radius must be 1 or 2"):
+            PGD(query_radius=bad)

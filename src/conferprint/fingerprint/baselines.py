@@ -16,7 +16,7 @@ from torch import nn
 
 from conferprint.device import model_device
 from conferprint.fingerprint.artifact import Fingerprint
-from conferprint.fingerprint.ensemble import freeze, project
+from conferprint.fingerprint.ensemble import freeze, project, shifts_within, with_shift_queries
 from conferprint.fingerprint.generate import generate_fingerprint
 
 
@@ -60,6 +60,14 @@ class PGD:
     batch_size: int = 256
     max_candidates: int | None = 2048
     tau: float = 0.0  # a plain attack keeps every example that fools the source
+    # ask each kept example also as its translations within `query_radius` pixels on which the source gives the
+    # key (fingerprint.ensemble.with_shift_queries), as CEM(query_shifts=True) does: for a control set asked the
+    # way its fingerprint is (benchmarks/query_neighbourhood.py, summary §44)
+    query_shifts: bool = False
+    query_radius: int = 1
+
+    def __post_init__(self) -> None:
+        shifts_within(self.query_radius)  # 1 or 2, else ValueError
 
     def generate(
         self,
@@ -84,9 +92,10 @@ class PGD:
                 bar.update(self.steps)
             return out
 
-        return generate_fingerprint(
+        fp = generate_fingerprint(
             "pgd" if self.random_start else "igm", self, optimise, source=source, surrogates=(),
             references=(), x=x, y=y, size=self.size, tau=self.tau, balance=self.balance,
             batch_size=self.batch_size, max_candidates=self.max_candidates, steps=self.steps, seed=seed,
             num_classes=num_classes, source_sha256=source_sha256, progress=progress,
         )
+        return with_shift_queries(fp, source, shifts_within(self.query_radius)) if self.query_shifts else fp

@@ -18,7 +18,8 @@ from torch import nn
 
 from conferprint.fingerprint.artifact import Fingerprint, concatenate
 from conferprint.device import model_device
-from conferprint.fingerprint.ensemble import folded, freeze, keep_mask, project, shift_rank, with_shift_queries
+from conferprint.fingerprint.ensemble import (folded, freeze, keep_mask, project, shift_rank, shifts_within,
+                                              with_shift_queries)
 from conferprint.fingerprint.generate import Validation, generate_fingerprint
 
 _LOG_EPS = 1e-12
@@ -70,6 +71,9 @@ class CEM:
     # queries per example: fingerprint.ensemble.with_shift_queries); a suspect's CAEAcc is then the mean over the
     # examples of the share of their queries it answers with the key. Up to nine queries an example
     query_shifts: bool = False
+    # the translations asked with `query_shifts`: 1, the eight one-pixel ones; 2, the 24 of at most two pixels
+    # (fingerprint.ensemble.shifts_within; benchmarks/query_neighbourhood.py, summary §44)
+    query_radius: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
@@ -97,6 +101,7 @@ class CEM:
             raise ValueError(f"rank must be 'confer' or 'shift', got {self.rank!r}")
         if self.rank_top < 1:
             raise ValueError(f"rank_top must be ≥ 1, got {self.rank_top}")
+        shifts_within(self.query_radius)  # 1 or 2, else ValueError
         if self.steps < 1 or self.size < 1 or self.batch_size < 1:
             raise ValueError("steps, size and batch_size must be ≥ 1")
 
@@ -200,7 +205,7 @@ class CEM:
                 source, surrogates, references, x, y, seed=seed, num_classes=num_classes, source_sha256=source_sha256,
                 progress=progress, validation=validation)
             plain.manifest = {**plain.manifest, "params": asdict(self)}
-            return with_shift_queries(plain, source)
+            return with_shift_queries(plain, source, shifts_within(self.query_radius))
         if self.candidates == "mixed":
             parts = [self.part("correct"), self.part("errors")]
             made = [c.generate(source, surrogates, references, x, y, seed=seed, num_classes=num_classes,

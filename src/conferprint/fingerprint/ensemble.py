@@ -105,6 +105,14 @@ SHIFTS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) !=
 SHIFTS2 = tuple((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if (dy, dx) != (0, 0))
 
 
+def shifts_within(radius: int) -> tuple[tuple[int, int], ...]:
+    """The translations of at most ``radius`` pixels each way that shift queries use: 1, the eight one-pixel
+    ones (`SHIFTS`, the default since summary §43); 2, the twenty-four of `SHIFTS2`."""
+    if radius not in (1, 2):
+        raise ValueError(f"the shift queries' radius must be 1 or 2 pixels, got {radius!r}")
+    return SHIFTS if radius == 1 else SHIFTS2
+
+
 def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """``x`` (N, C, H, W) moved by ``dy`` rows and ``dx`` columns, the uncovered border zero."""
     h, w = x.shape[-2:]
