@@ -69,7 +69,7 @@ class CEM:
     rank_top: int = 300
     # ask each kept example also as its one-pixel translations on which the source gives the key (one group of
     # queries per example: fingerprint.ensemble.with_shift_queries); a suspect's CAEAcc is then the mean over the
-    # examples of the share of their queries it answers with the key. Up to nine queries an example
+    # examples of the share of their queries it answers with the key. Up to nine queries an example (25 at radius 2)
     query_shifts: bool = False
     # the translations asked with `query_shifts`: 1, the eight one-pixel ones; 2, the 24 of at most two pixels
     # (fingerprint.ensemble.shifts_within; benchmarks/query_neighbourhood.py, summary §44)
