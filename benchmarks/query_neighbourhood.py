@@ -54,13 +54,14 @@ from conferprint.experiments.quickstart import DEFAULT, control_fingerprint
 from conferprint.fingerprint import load_fingerprint
 from conferprint.fingerprint.ensemble import SHIFTS, SHIFTS2
 from conferprint.fingerprint.scores import labels_of
+from conferprint.verify.metrics import example_shares
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import run_studies, separated, study_key  # noqa: E402
+from _common import run_studies, study_key  # noqa: E402
 from held_out_levers import study_of  # noqa: E402
 from mix_share import evaluate, scored_models  # noqa: E402
 from neighbourhood_wide import HEAD, choose_rule, fresh_rule, judged, row, rule_lines  # noqa: E402
-from shift_queries import shift_answers  # noqa: E402
+from shift_queries import cell, shift_answers  # noqa: E402
 
 STEM = "query-neighbourhood-fashion-mnist"
 SETTINGS = ("shift+q", "shift+qc", "shift+q2", "shift+q2c", "shift")
@@ -68,15 +69,6 @@ CANDIDATES = ("shift+qc", "shift+q2", "shift+q2c")
 DEFAULT_SETTING = "shift+q"
 CHOOSE_SEEDS = range(103, 109)
 FRESH_FROM = 109
-
-
-def grouped_share(fp, answers: np.ndarray) -> np.ndarray:
-    """(models, examples): per example of the grouped fingerprint ``fp``, the share of its queries a model answers
-    with the key, from ``answers`` (models, rows; 1 = the key)."""
-    g = fp.groups.numpy() if fp.groups is not None else np.arange(len(fp.keys))
-    out = np.zeros((answers.shape[0], int(g.max()) + 1))
-    np.add.at(out.T, g, answers.T.astype(np.float64))
-    return out / np.bincount(g)
 
 
 def run_study(name: str, data_dir) -> dict:
@@ -87,7 +79,7 @@ def run_study(name: str, data_dir) -> dict:
         raise SystemExit(f"{folder}: its fingerprint has no shift queries (not a draw of the default since stop 45)")
     everyone, ctl_once, is_surr = scored_models(study, ctl_fp)
     models, n, source = [m.model for m in everyone], len(is_surr), study.source.model
-    stored = grouped_share(fp, (labels_of(models, fp.inputs) == fp.keys).numpy())
+    stored = example_shares(labels_of(models, fp.inputs) == fp.keys, fp.groups).numpy()  # (models, examples)
     first = fp.example_rows()
     x, t = fp.inputs[first], fp.keys[first]
     share1, once, kept1 = shift_answers(source, models, x, t, SHIFTS)
@@ -112,12 +104,6 @@ def run_study(name: str, data_dir) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
-def _cell(v: dict | None) -> str:
-    if v is None:
-        return "–"
-    return f"{v['roc_auc']:.3f} / {v['margin']:+.3f} / {v['d_prime']:.2f}" + (" ✓" if separated(v["roc_auc"], v["margin"]) else "")
-
-
 def write_md(payload: dict, path: Path) -> None:
     runs = sorted(payload["runs"], key=lambda r: study_key(r["study"]))
     lines = ["# Which shifted copies to ask: the control's too, and two pixels' shifts (Fashion-MNIST)", "",
@@ -130,7 +116,7 @@ def write_md(payload: dict, path: Path) -> None:
              "| study | " + " | ".join(SETTINGS) + " | queries | seconds |", "| --- |" + " --- |" * (len(SETTINGS) + 2)]
     for r in runs:
         q = " / ".join(str(r["queries"][s]) for s in SETTINGS)
-        lines.append(f"| {r['study']} | " + " | ".join(_cell(r["settings"].get(s)) for s in SETTINGS)
+        lines.append(f"| {r['study']} | " + " | ".join(cell(r["settings"].get(s)) for s in SETTINGS)
                      + f" | {q} | {r['seconds']:.0f} |")
     if runs:
         lines += ["", f"Over every draw measured ({len(runs)}):", "", *HEAD]

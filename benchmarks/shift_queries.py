@@ -105,7 +105,9 @@ def run_study(name: str, data_dir) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
-def _cell(v: dict | None) -> str:
+def cell(v: dict | None) -> str:
+    """A report's cell for one setting on one draw: AUC / margin / d′, ✓ where the goal is met; – not scored.
+    `query_neighbourhood.py` uses it too."""
     if v is None:
         return "–"
     return f"{v['roc_auc']:.3f} / {v['margin']:+.3f} / {v['d_prime']:.2f}" + (" ✓" if separated(v["roc_auc"], v["margin"]) else "")
@@ -125,7 +127,7 @@ def write_md(payload: dict, path: Path) -> None:
              "| --- |" + " --- |" * (len(SETTINGS) + 2)]
     for r in runs:
         ks = ", ".join(f"{r['kept_shifts'][k]:.2f}" if k in r["kept_shifts"] else "–" for k in ("default", "shift"))
-        lines.append(f"| {r['study']} | " + " | ".join(_cell(r["settings"].get(s)) for s in SETTINGS)
+        lines.append(f"| {r['study']} | " + " | ".join(cell(r["settings"].get(s)) for s in SETTINGS)
                      + f" | {ks} | {r['seconds']:.0f} |")
     every = [r for r in runs if all(r["settings"].get(s) for s in SETTINGS)]
     if every:

@@ -1226,18 +1226,21 @@ def test_shift_queries_share_counts_only_the_shifts_the_source_keeps_and_chooses
 
 
 def test_query_neighbourhood_groups_shares_by_example_and_applies_its_own_seeds_rules():
-    """query_neighbourhood: a grouped fingerprint's answers become per-example shares (unequal groups), and §44
+    """query_neighbourhood: a grouped fingerprint's answers become per-example shares (unequal groups;
+    verify.metrics.example_shares, which the library's CAEAcc averages), and §44
     chooses on seeds 103-108 only among its candidates, then judges the pick against shift+q on seeds 109+."""
     import numpy as np
     import torch
-    from conferprint.fingerprint import Fingerprint
+    from conferprint.verify.metrics import cae_acc, example_shares
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import query_neighbourhood as qn
 
-    fp = Fingerprint(torch.rand(6, 1, 2, 2), torch.tensor([1, 1, 1, 2, 0, 0]), groups=torch.tensor([0, 0, 0, 1, 2, 2]))
-    answers = np.array([[1, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 1]])
-    assert np.allclose(qn.grouped_share(fp, answers), [[1 / 3, 1, 1], [1, 0, 0.5]])
+    groups, answers = torch.tensor([0, 0, 0, 1, 2, 2]), torch.tensor([[1, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 1]])
+    assert np.allclose(example_shares(answers, groups).numpy(), [[1 / 3, 1, 1], [1, 0, 0.5]])
+    keys = torch.tensor([1, 1, 1, 2, 0, 0])  # the library's grouped CAEAcc is their mean, model by model
+    labels = torch.where(answers.bool(), keys, (keys + 1) % 3)
+    assert [cae_acc(lab, keys, groups) for lab in labels] == pytest.approx([7 / 9, 0.5])
     row = _rule_row
     good, bad = (1.0, 0.05, 4.0), (0.9, -0.05, 2.0)
     base = dict.fromkeys(qn.SETTINGS, bad)

@@ -15,11 +15,17 @@ def cae_acc(suspect_labels: torch.Tensor, keys: torch.Tensor, groups: torch.Tens
         raise ValueError(f"{tuple(suspect_labels.shape)} answers for {tuple(keys.shape)} keys")
     if groups is None:
         return float((suspect_labels == keys).float().mean())
-    hit = (suspect_labels == keys).double()
     if groups.shape != keys.shape:
         raise ValueError(f"{tuple(groups.shape)} groups for {tuple(keys.shape)} keys")
+    return float(example_shares(suspect_labels == keys, groups).mean())
+
+
+def example_shares(hits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """(..., examples) float64: per example (``groups``, `Fingerprint.groups`), the share of its queries among
+    ``hits`` (..., queries; 1 or True where the key was given) — what grouped CAEAcc averages."""
     count = torch.bincount(groups).double()
-    return float((torch.zeros_like(count).index_add_(0, groups, hit) / count).mean())
+    total = torch.zeros(*hits.shape[:-1], len(count), dtype=torch.float64).index_add_(-1, groups, hits.double())
+    return total / count
 
 
 def whole_matches(matches: float) -> int:
